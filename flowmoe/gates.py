@@ -1,0 +1,153 @@
+"""Gates (routers) and experts, each defined once as a sympy expression.
+
+A gate is a smooth scalar function π(z); its derivatives (needed up to order k + l + 1 for experts
+He_k, He_l) come from sympy. An expert is a finite Hermite combination Σ_k a_k He_k(z) of
+probabilists' Hermite polynomials (``"he3"`` is He₃(z) = z³ − 3z, ``"he1"`` a linear expert).
+
+Conventions are objects (STYLE.md §6): each gate carries the formula it stands for, so every saved
+result can say exactly which function was used (``"probit"`` is Φ(z) = ½(1 + erf(z/√2)), not
+erf(z)).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from .errors import SpecError
+
+Z = sp.Symbol("z", real=True)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A smooth gate π(z). ``formula`` is a sympy expression in :data:`Z`."""
+
+    name: str
+    formula: sp.Expr
+    description: str
+
+    @functools.lru_cache(maxsize=None)
+    def derivative_expr(self, order: int) -> sp.Expr:
+        """π^{(order)}(z) as a sympy expression."""
+        return sp.diff(self.formula, Z, order)
+
+    @functools.lru_cache(maxsize=None)
+    def numpy_derivative(self, order: int):
+        """π^{(order)} as a vectorised numpy function (float64)."""
+        fn = sp.lambdify(Z, self.derivative_expr(order), modules=["numpy", "scipy"])
+
+        def call(z):
+            z = np.asarray(z, dtype=np.float64)
+            return np.broadcast_to(np.asarray(fn(z), dtype=np.float64), z.shape)
+
+        return call
+
+    def jax_fn(self):
+        """π as a JAX function (for simulations in R^d)."""
+        import jax.numpy as jnp
+        import jax
+
+        table = {
+            "sigmoid": jax.nn.sigmoid,
+            "probit": lambda z: 0.5 * (1.0 + jax.scipy.special.erf(z / jnp.sqrt(2.0))),
+            "erf": lambda z: jax.scipy.special.erf(z / jnp.sqrt(2.0)),
+            "tanh": jnp.tanh,
+            "identity": lambda z: z,
+        }
+        return table[self.name]
+
+    def convention(self) -> dict:
+        return {"name": self.name, "formula": str(self.formula), "description": self.description}
+
+
+GATES = {
+    "sigmoid": Gate("sigmoid", 1 / (1 + sp.exp(-Z)), "logistic sigmoid 1/(1+exp(-z))"),
+    "probit": Gate("probit", (1 + sp.erf(Z / sp.sqrt(2))) / 2, "Gaussian CDF Phi(z) = (1+erf(z/sqrt2))/2"),
+    "erf": Gate("erf", sp.erf(Z / sp.sqrt(2)), "erf(z/sqrt2), odd, range (-1, 1)"),
+    "tanh": Gate("tanh", sp.tanh(Z), "tanh(z)"),
+    "identity": Gate("identity", Z, "identity (linear gate) z"),
+}
+
+
+def get_gate(name, field: str = "model.gate") -> Gate:
+    if isinstance(name, Gate):
+        return name
+    if name not in GATES:
+        raise SpecError(field, f"unknown gate {name!r}; allowed: {sorted(GATES)}")
+    return GATES[name]
+
+
+@dataclass(frozen=True)
+class Expert:
+    """A finite Hermite combination Σ a_k He_k. ``terms`` is a tuple of (k, a_k), k ≥ 1 ascending."""
+
+    terms: tuple
+
+    @property
+    def name(self) -> str:
+        parts = [f"he{k}" if a == 1 else f"{a!r}*he{k}" for k, a in self.terms]
+        return "+".join(parts)
+
+    @property
+    def max_degree(self) -> int:
+        return max(k for k, _ in self.terms)
+
+    def polynomial(self) -> sp.Expr:
+        return sum(sp.nsimplify(a) * hermite_he(k, Z) for k, a in self.terms)
+
+    def numpy_fn(self):
+        return sp.lambdify(Z, self.polynomial(), modules="numpy")
+
+    def jax_fn(self):
+        fn = sp.lambdify(Z, sp.expand(self.polynomial()), modules="jax")
+        return lambda z: fn(z) + 0.0 * z
+
+    def convention(self) -> dict:
+        return {"name": self.name, "polynomial": str(sp.expand(self.polynomial())),
+                "basis": "probabilists' Hermite He_k, E[He_k(z)^2] = k!"}
+
+
+_EXPERT_TERM = re.compile(r"^\s*(?:([-+0-9.eE]+)\s*\*\s*)?he(\d+)\s*$")
+
+
+def get_expert(spec, field: str = "model.expert") -> Expert:
+    """Parse ``"he3"``, ``"he2+0.5*he4"``, or a mapping ``{k: a_k}`` into an :class:`Expert`."""
+    if isinstance(spec, Expert):
+        return spec
+    terms: dict[int, float] = {}
+    if isinstance(spec, str):
+        for part in spec.replace(" ", "").split("+"):
+            match = _EXPERT_TERM.match(part.lower())
+            if not match:
+                raise SpecError(field, f"cannot read expert {spec!r}; allowed: 'heK' with K ≥ 1 "
+                                       "(e.g. 'he3', 'he1') or a sum such as 'he2+0.5*he4'")
+            coef = float(match.group(1)) if match.group(1) else 1.0
+            k = int(match.group(2))
+            terms[k] = terms.get(k, 0.0) + coef
+    elif isinstance(spec, dict):
+        terms = {int(k): float(a) for k, a in spec.items()}
+    else:
+        raise SpecError(field, f"expected a string such as 'he3' or a mapping {{k: a_k}}, got {spec!r}")
+    if not terms or any(k < 1 for k in terms):
+        raise SpecError(field, f"expert degrees must be ≥ 1 (He_0 is a constant), got {spec!r}")
+    if any(not np.isfinite(a) for a in terms.values()):
+        raise SpecError(field, f"expert coefficients must be finite, got {spec!r}")
+    clean = tuple(sorted((k, int(a) if float(a).is_integer() else a) for k, a in terms.items() if a != 0))
+    if not clean:
+        raise SpecError(field, f"expert {spec!r} is identically zero")
+    return Expert(clean)
+
+
+def hermite_he(k: int, z) -> sp.Expr:
+    """Probabilists' Hermite polynomial He_k(z) (He₀ = 1, He₁ = z, He_{k+1} = z He_k − k He_{k−1})."""
+    prev, cur = sp.Integer(1), z
+    if k == 0:
+        return prev
+    for n in range(1, k):
+        prev, cur = cur, sp.expand(z * cur - n * prev)
+    return cur

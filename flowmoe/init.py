@@ -1,0 +1,138 @@
+"""Initial states: teacher vectors, student vectors, and their Gram matrix (SPEC §1).
+
+Two samplers with the same law:
+
+- :func:`sample_vectors` draws the vectors in R^d (so a simulation in R^d can share the start);
+- :func:`sample_gram` draws only the Gram matrix and the norms, at a cost independent of d. By
+  rotation invariance the orthonormal teacher may sit on the first 2m⋆ coordinates; the students'
+  components there are Gaussian, and the Gram matrix of their components in the remaining
+  d − 2m⋆ coordinates is Wishart, drawn by the Bartlett decomposition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SpecError
+from .spec import MoESpec
+
+
+@dataclass(frozen=True)
+class InitialState:
+    """Unit-direction Gram matrix ``gram`` (N×N, layout of :class:`flowmoe.kernel.Layout`) and
+    norms ``norms`` (N,), teacher norms 1. ``vectors`` holds (V, W, V⋆, W⋆) when sampled in R^d."""
+
+    gram: np.ndarray
+    norms: np.ndarray
+    vectors: tuple | None = None
+
+
+def teacher_vectors(spec: MoESpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Unit teacher vectors (V⋆, W⋆), each (m⋆, d), in the spec's geometry."""
+    ms, d = spec.m_star, spec.d
+    geometry = spec.teacher.geometry
+
+    def orthonormal(k):
+        q, _ = np.linalg.qr(rng.standard_normal((d, k)))
+        return q.T
+
+    def random_unit(k):
+        x = rng.standard_normal((k, d))
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    if geometry == "orthonormal":
+        q = orthonormal(2 * ms)
+        return q[:ms], q[ms:]
+    if geometry == "routers-orthonormal":
+        return orthonormal(ms), random_unit(ms)
+    if geometry == "experts-orthonormal":
+        return random_unit(ms), orthonormal(ms)
+    # geometry == "gram": realise the given Gram with a random rotation.
+    g = np.asarray(spec.teacher.gram)
+    w, u = np.linalg.eigh(g)
+    root = u * np.sqrt(np.clip(w, 0, None))  # rows: coordinates in eigenbasis
+    k = 2 * ms
+    if d < k:
+        keep = np.argsort(w)[::-1][:d]
+        root = root[:, keep]
+    q, _ = np.linalg.qr(rng.standard_normal((d, root.shape[1])))
+    t = root @ q.T
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    return t[:ms], t[ms:]
+
+
+def _orthogonalise_routers(V: np.ndarray, W: np.ndarray) -> np.ndarray:
+    Wbar = W / np.linalg.norm(W, axis=1, keepdims=True)
+    return V - np.sum(V * Wbar, axis=1, keepdims=True) * Wbar
+
+
+def sample_vectors(spec: MoESpec, seed: int | None = None):
+    """(V, W, V⋆, W⋆) in R^d: students i.i.d. N(0, I_d/d), teacher unit vectors."""
+    rng = np.random.default_rng(spec.init.seed if seed is None else seed)
+    V_star, W_star = teacher_vectors(spec, rng)
+    V = rng.standard_normal((spec.m, spec.d)) / np.sqrt(spec.d)
+    W = rng.standard_normal((spec.m, spec.d)) / np.sqrt(spec.d)
+    if spec.init.router == "orthogonal":
+        V = _orthogonalise_routers(V, W)
+    return V, W, V_star, W_star
+
+
+def gram_from_vectors(V, W, V_star, W_star, field: str = "vectors") -> tuple[np.ndarray, np.ndarray]:
+    """Unit-direction Gram matrix and norms of [V; W; V⋆; W⋆] (rows need not be unit)."""
+    U = np.concatenate([np.asarray(a, dtype=np.float64) for a in (V, W, V_star, W_star)])
+    norms = np.linalg.norm(U, axis=1)
+    if not np.all(np.isfinite(U)):
+        raise SpecError(field, "vectors must be finite (found NaN or inf)")
+    if np.any(norms == 0):
+        raise SpecError(field, f"vectors must be non-zero; zero rows: {np.flatnonzero(norms == 0).tolist()}")
+    Ubar = U / norms[:, None]
+    G = Ubar @ Ubar.T
+    np.fill_diagonal(G, 1.0)
+    return 0.5 * (G + G.T), norms
+
+
+def sample_gram(spec: MoESpec, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Gram matrix and norms with the law of :func:`sample_vectors`, without vectors in R^d.
+
+    Needs the orthonormal teacher (other geometries: use :func:`sample_vectors`).
+    """
+    if spec.teacher.geometry != "orthonormal":
+        raise SpecError("init.sampler", "the 'gram' sampler needs teacher.geometry = 'orthonormal'")
+    rng = np.random.default_rng(spec.init.seed if seed is None else seed)
+    m, ms, d = spec.m, spec.m_star, spec.d
+    k, n = 2 * m, d - 2 * ms  # student vectors, residual dimension
+    Y = rng.standard_normal((k, 2 * ms)) / np.sqrt(d)  # components on the teacher coordinates
+    if n >= k:
+        # Bartlett: Z Zᵀ ~ Wishart_k(n, I) with Z Zᵀ = L Lᵀ.
+        L = np.tril(rng.standard_normal((k, k)), -1)
+        L[np.diag_indices(k)] = np.sqrt(rng.chisquare(n - np.arange(k)))
+        H_res = (L @ L.T) / d
+    else:
+        Z = rng.standard_normal((k, n)) / np.sqrt(d)
+        H_res = Z @ Z.T
+    H = np.zeros((k + 2 * ms, k + 2 * ms))
+    H[:k, :k] = Y @ Y.T + H_res
+    H[:k, k:] = Y
+    H[k:, :k] = Y.T
+    H[k:, k:] = np.eye(2 * ms)
+    if spec.init.router == "orthogonal":
+        # v_i ← v_i − (v_iᵀw_i / ‖w_i‖²) w_i, a linear map T on the raw vectors: H ← T H Tᵀ.
+        T = np.eye(k + 2 * ms)
+        for i in range(m):
+            T[i, m + i] = -H[i, m + i] / H[m + i, m + i]
+        H = T @ H @ T.T
+    norms = np.sqrt(np.diag(H))
+    G = H / np.outer(norms, norms)
+    np.fill_diagonal(G, 1.0)
+    return 0.5 * (G + G.T), norms
+
+
+def initial_state(spec: MoESpec, seed: int | None = None) -> InitialState:
+    if spec.init.sampler == "gram":
+        G, r = sample_gram(spec, seed)
+        return InitialState(G, r, None)
+    vecs = sample_vectors(spec, seed)
+    G, r = gram_from_vectors(*vecs)
+    return InitialState(G, r, vecs)

@@ -1,0 +1,151 @@
+"""The population-gradient ODE on the Gram matrix (SPEC §2) and its integrators.
+
+With r_p = ‖u_p‖, A_pq = ∂L/∂G_pq (each unordered pair once, A_pp = 0) and c_p = Σ_k A_pk G_pk,
+
+    dū_p/dt = −r_p⁻² (Σ_k A_pk ū_k − c_p ū_p)   (students; teachers do not move),
+    dG/dt   = B G + (B G)ᵀ,  B = −diag(moving / r²) (A − diag(c)),
+
+so the cost does not depend on d. Norms: exact gradient flow conserves them (``norms="fixed"``).
+With ``norms="state"`` they are integrated as well, dr_p/dt = −ū_pᵀ∇_{u_p}L (zero up to round-off)
+plus, if ``norm_drift_lr = η > 0``, the leading-order growth of discrete gradient descent with
+step η: d(r_p²)/dt = η‖∇_{u_p}L‖².
+
+Backends: diffrax (Tsit5 default, Dopri5, Dopri8; adaptive PID steps) and scipy ``solve_ivp``
+(an independent integrator on the same right-hand side).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.integrate import solve_ivp
+
+from .errors import SolveError
+from .kernel import GramLoss, gram_loss
+
+
+class GramODE:
+    """Right-hand side of the Gram ODE for one model structure (build with :func:`gram_ode`)."""
+
+    def __init__(self, gate, expert, m: int, m_star: int, norm_drift_lr: float = 0.0):
+        self.loss_fn = gram_loss(gate, expert, m, m_star)
+        self.moving = np.asarray(self.loss_fn.layout.moving)
+        self.norm_drift_lr = float(norm_drift_lr)
+
+    def velocity(self, G, r):
+        """(dG/dt, dr/dt, L) at (G, r)."""
+        L, A = self.loss_fn.loss_and_grad(G)
+        c = jnp.sum(A * G, axis=1)
+        P = A - jnp.diag(c)
+        PG = P @ G
+        D = -self.moving / r**2
+        BG = D[:, None] * PG
+        n = G.shape[0]
+        dG = (BG + BG.T) * (1.0 - jnp.eye(n, dtype=G.dtype))
+        dr = -self.moving * jnp.diagonal(PG) / r
+        if self.norm_drift_lr:
+            grad_sq = jnp.einsum("pk,kl,pl->p", P, G, P) / r**2
+            dr = dr + self.moving * self.norm_drift_lr * grad_sq / (2.0 * r)
+        return dG, dr, L
+
+    def __call__(self, t, y, args):
+        G, r = y
+        dG, dr, _ = self.velocity(G, r)
+        if args == "fixed":
+            dr = jnp.zeros_like(dr)
+        return dG, dr
+
+
+@functools.lru_cache(maxsize=None)
+def gram_ode(gate, expert, m: int, m_star: int, norm_drift_lr: float = 0.0) -> GramODE:
+    """The (cached) :class:`GramODE` of one structure: one compile per structure and solver."""
+    return GramODE(gate, expert, int(m), int(m_star), float(norm_drift_lr))
+
+
+_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_solver(ode: GramODE, method: str, rtol: float, atol: float, max_steps: int,
+                     norms: str, progress: bool):
+    solver = _SOLVERS[method]()
+    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    meter = diffrax.TqdmProgressMeter(refresh_steps=200) if progress else diffrax.NoProgressMeter()
+
+    @jax.jit
+    def solve(G0, r0, ts):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(ode), solver, t0=ts[0], t1=ts[-1], dt0=None, y0=(G0, r0), args=norms,
+            saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller, max_steps=max_steps,
+            throw=False, progress_meter=meter,
+        )
+        return sol.ys, sol.result == diffrax.RESULTS.successful, sol.stats
+    return solve
+
+
+def integrate(ode: GramODE, G0, r0, ts, *, backend="diffrax", method="tsit5", rtol=1e-8, atol=1e-10,
+              max_steps=1_000_000, norms="fixed", progress=False):
+    """Integrate from (G0, r0) and save at ``ts``. Returns (gram, norms, info).
+
+    On failure (max steps, non-finite state) raises :class:`SolveError` whose ``partial`` holds
+    ``(ts, gram, norms)`` up to the last good saved time.
+    """
+    G0 = jnp.asarray(G0, dtype=jnp.float64)
+    r0 = jnp.asarray(r0, dtype=jnp.float64)
+    ts = np.asarray(ts, dtype=np.float64)
+    info = {"backend": backend, "method": method, "rtol": rtol, "atol": atol, "norms": norms}
+    t_start = time.perf_counter()
+    if backend == "diffrax":
+        solve = _compiled_solver(ode, method, float(rtol), float(atol), int(max_steps), norms, bool(progress))
+        (gram, rs), ok, stats = solve(G0, r0, jnp.asarray(ts))
+        gram, rs, ok = np.asarray(gram), np.asarray(rs), bool(ok)
+        info["steps"] = int(stats["num_accepted_steps"])
+        info["rejected_steps"] = int(stats["num_rejected_steps"])
+        message = "diffrax stopped early (max_steps reached or step size collapsed)"
+    elif backend == "scipy":
+        gram, rs, ok, message, nfev = _solve_scipy(ode, G0, r0, ts, method, rtol, atol, norms)
+        info["rhs_evaluations"] = nfev
+    else:
+        raise ValueError(f"solver.backend: {backend!r}; allowed: ['diffrax', 'scipy']")
+    info["wall_time_s"] = time.perf_counter() - t_start
+    finite = np.all(np.isfinite(gram), axis=(1, 2)) & np.all(np.isfinite(rs), axis=1)
+    good = int(np.argmin(finite)) if not finite.all() else len(ts)
+    if not ok or good < len(ts):
+        why = message if not ok else "the state became non-finite (NaN/inf)"
+        raise SolveError(f"integration failed at t ≈ {ts[max(good - 1, 0)]:.6g}: {why}; "
+                         f"{good} of {len(ts)} saved times are kept",
+                         partial=(ts[:good], gram[:good], rs[:good]))
+    return gram, rs, info
+
+
+def _solve_scipy(ode: GramODE, G0, r0, ts, method, rtol, atol, norms):
+    n = G0.shape[0]
+
+    @jax.jit
+    def f(y):
+        G = y[: n * n].reshape(n, n)
+        r = y[n * n:]
+        dG, dr = ode(0.0, (G, r), norms)
+        return jnp.concatenate([dG.ravel(), dr])
+
+    y0 = np.concatenate([np.asarray(G0).ravel(), np.asarray(r0)])
+    res = solve_ivp(lambda t, y: np.asarray(f(jnp.asarray(y))), (ts[0], ts[-1]), y0, method=method,
+                    t_eval=ts, rtol=rtol, atol=atol)
+    Y = np.full((len(ts), y0.size), np.nan)
+    Y[: res.y.shape[1]] = res.y.T
+    return Y[:, : n * n].reshape(-1, n, n), Y[:, n * n:], bool(res.success), res.message, int(res.nfev)
+
+
+def loss_along(loss_fn: GramLoss, gram) -> np.ndarray:
+    """Population loss at each saved Gram matrix."""
+    return np.asarray(_batched_loss(loss_fn)(jnp.asarray(gram)))
+
+
+@functools.lru_cache(maxsize=None)
+def _batched_loss(loss_fn: GramLoss):
+    return jax.jit(jax.vmap(loss_fn.loss))

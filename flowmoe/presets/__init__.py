@@ -1,0 +1,1 @@
+"""TOML presets shipped with the package (``flowmoe run --preset NAME``)."""

@@ -1,0 +1,282 @@
+"""Model and run specifications, validated on construction (SPEC §1).
+
+A :class:`RunSpec` is what a TOML preset holds: the model (:class:`MoESpec`), the teacher
+geometry, the initialisation, the solver and the observation settings. Every field is checked when
+the object is built; a bad value raises :class:`~flowmoe.errors.SpecError` naming the field
+(``"model.m_star"``) and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpecError
+from .gates import GATES, get_expert, get_gate
+
+TEACHER_GEOMETRIES = ("orthonormal", "routers-orthonormal", "experts-orthonormal", "gram")
+ROUTER_INITS = ("orthogonal", "plain")
+SAMPLERS = ("vectors", "gram")
+BACKENDS = ("diffrax", "scipy")
+DIFFRAX_METHODS = ("tsit5", "dopri5", "dopri8")
+SCIPY_METHODS = ("DOP853", "RK45", "Radau", "LSODA")
+NORM_MODES = ("fixed", "state")
+SPACINGS = ("linear", "log")
+
+
+def _int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
+        isinstance(value, float) and value.is_integer()
+    ):
+        raise SpecError(name, f"must be an integer ≥ {minimum}, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise SpecError(name, f"must be an integer ≥ {minimum}, got {value}")
+    return value
+
+
+def _float(value, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(name, f"must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise SpecError(name, f"must be finite, got {value}")
+    if positive and value <= 0:
+        raise SpecError(name, f"must be > 0, got {value}")
+    if nonneg and value < 0:
+        raise SpecError(name, f"must be ≥ 0, got {value}")
+    return value
+
+
+def _choice(value, name: str, allowed) -> str:
+    if value not in allowed:
+        raise SpecError(name, f"got {value!r}; allowed: {list(allowed)}")
+    return value
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """Teacher geometry. ``gram`` (for geometry ``"gram"``) is the 2m⋆×2m⋆ Gram matrix of
+    [v⋆_1..v⋆_m⋆, w⋆_1..w⋆_m⋆]; it must be symmetric positive semi-definite with unit diagonal."""
+
+    geometry: str = "orthonormal"
+    gram: tuple | None = None
+
+    def __post_init__(self):
+        _choice(self.geometry, "teacher.geometry", TEACHER_GEOMETRIES)
+        if self.geometry == "gram" and self.gram is None:
+            raise SpecError("teacher.gram", "geometry 'gram' needs teacher.gram (a 2m⋆×2m⋆ matrix)")
+        if self.gram is not None:
+            object.__setattr__(self, "gram", tuple(tuple(float(x) for x in row) for row in self.gram))
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """Initialisation of the student: v_i, w_i i.i.d. N(0, I_d/d).
+
+    ``router``: ``"orthogonal"`` makes v_i ⊥ w_i (v_i ← v_i − (v_iᵀw̄_i) w̄_i), ``"plain"`` leaves it.
+    ``sampler``: ``"vectors"`` samples the vectors in R^d (needed to share a start with a
+    simulation); ``"gram"`` samples the Gram matrix directly with the same law (Bartlett
+    decomposition), at a cost independent of d.
+    """
+
+    router: str = "orthogonal"
+    sampler: str = "vectors"
+    seed: int = 0
+
+    def __post_init__(self):
+        _choice(self.router, "init.router", ROUTER_INITS)
+        _choice(self.sampler, "init.sampler", SAMPLERS)
+        object.__setattr__(self, "seed", _int(self.seed, "init.seed", 0))
+
+
+@dataclass(frozen=True)
+class MoESpec:
+    """The student–teacher soft-routed MoE: f(x) = Σ_i π(v̄_iᵀx) P(w̄_iᵀx) (SPEC §1)."""
+
+    m: int = 25
+    m_star: int = 5
+    d: int = 1000
+    gate: str = "sigmoid"
+    expert: str = "he3"
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    init: InitSpec = field(default_factory=InitSpec)
+
+    def __post_init__(self):
+        m = _int(self.m, "model.m", 1)
+        m_star = _int(self.m_star, "model.m_star", 1)
+        d = _int(self.d, "model.d", 1)
+        if m_star >= m:
+            raise SpecError("model.m_star", f"the teacher must have fewer experts than the student "
+                                            f"(m⋆ < m); got m⋆ = {m_star}, m = {m}")
+        if self.teacher.geometry == "orthonormal" and d < 2 * m_star:
+            raise SpecError("model.d", f"an orthonormal teacher needs d ≥ 2m⋆ = {2 * m_star}, got d = {d}")
+        if self.teacher.geometry in ("routers-orthonormal", "experts-orthonormal") and d < m_star:
+            raise SpecError("model.d", f"teacher geometry {self.teacher.geometry!r} needs d ≥ m⋆ = {m_star}")
+        get_gate(self.gate, "model.gate")
+        expert = get_expert(self.expert, "model.expert")
+        if self.teacher.gram is not None:
+            g = np.asarray(self.teacher.gram, dtype=float)
+            if g.shape != (2 * m_star, 2 * m_star):
+                raise SpecError("teacher.gram", f"must be {2 * m_star}×{2 * m_star} (2m⋆), got {g.shape}")
+            if not np.all(np.isfinite(g)) or not np.allclose(g, g.T, atol=1e-12):
+                raise SpecError("teacher.gram", "must be finite and symmetric")
+            if not np.allclose(np.diag(g), 1.0, atol=1e-12):
+                raise SpecError("teacher.gram", "must have unit diagonal (teacher vectors are unit)")
+            if np.linalg.eigvalsh(g).min() < -1e-10:
+                raise SpecError("teacher.gram", "must be positive semi-definite")
+            if np.linalg.matrix_rank(g, tol=1e-10) > d:
+                raise SpecError("model.d", f"teacher.gram has rank > d = {d}")
+        object.__setattr__(self, "m", m)
+        object.__setattr__(self, "m_star", m_star)
+        object.__setattr__(self, "d", d)
+        object.__setattr__(self, "expert", expert.name)
+
+    @property
+    def n_dirs(self) -> int:
+        return 2 * (self.m + self.m_star)
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """How to integrate the Gram ODE. Times saved: ``n_save`` points from 0 to ``t_end``."""
+
+    backend: str = "diffrax"
+    method: str = "tsit5"
+    rtol: float = 1e-8
+    atol: float = 1e-10
+    t_end: float = 100.0
+    n_save: int = 501
+    spacing: str = "linear"
+    max_steps: int = 1_000_000
+    norms: str = "fixed"
+    norm_drift_lr: float = 0.0
+
+    def __post_init__(self):
+        _choice(self.backend, "solver.backend", BACKENDS)
+        allowed = DIFFRAX_METHODS if self.backend == "diffrax" else SCIPY_METHODS
+        _choice(self.method, "solver.method", allowed)
+        for name in ("rtol", "atol", "t_end"):
+            object.__setattr__(self, name, _float(getattr(self, name), f"solver.{name}", positive=True))
+        object.__setattr__(self, "n_save", _int(self.n_save, "solver.n_save", 2))
+        object.__setattr__(self, "max_steps", _int(self.max_steps, "solver.max_steps", 16))
+        _choice(self.spacing, "solver.spacing", SPACINGS)
+        _choice(self.norms, "solver.norms", NORM_MODES)
+        object.__setattr__(self, "norm_drift_lr", _float(self.norm_drift_lr, "solver.norm_drift_lr", nonneg=True))
+        if self.norm_drift_lr > 0 and self.norms != "state":
+            raise SpecError("solver.norm_drift_lr", "needs solver.norms = 'state'")
+
+    def times(self) -> np.ndarray:
+        if self.spacing == "linear":
+            return np.linspace(0.0, self.t_end, self.n_save)
+        return np.concatenate([[0.0], np.geomspace(self.t_end * 1e-4, self.t_end, self.n_save - 1)])
+
+
+@dataclass(frozen=True)
+class ObserveSpec:
+    """Observation settings (SPEC §4): alignment threshold for T₁ and error tolerance for T_c."""
+
+    threshold: float = 0.9
+    error_tol: float = 0.05
+
+    def __post_init__(self):
+        t = _float(self.threshold, "observe.threshold")
+        if not 0 < t < 1:
+            raise SpecError("observe.threshold", f"must be in (0, 1), got {t}")
+        _float(self.error_tol, "observe.error_tol", positive=True)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything ``flowmoe run`` needs; what a preset file holds."""
+
+    name: str = "custom"
+    model: MoESpec = field(default_factory=MoESpec)
+    solver: SolverSpec = field(default_factory=SolverSpec)
+    observe: ObserveSpec = field(default_factory=ObserveSpec)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        teacher = out["model"].pop("teacher")
+        init = out["model"].pop("init")
+        return {"name": self.name, "model": out["model"], "teacher": teacher, "init": init,
+                "solver": out["solver"], "observe": out["observe"]}
+
+    @classmethod
+    def from_dict(cls, data: dict, name: str | None = None) -> "RunSpec":
+        known = {"name", "model", "teacher", "init", "solver", "observe"}
+        for key in data:
+            if key not in known:
+                raise SpecError(str(key), f"unknown section; allowed: {sorted(known)}")
+        sections = {}
+        for key, klass in (("model", MoESpec), ("teacher", TeacherSpec), ("init", InitSpec),
+                           ("solver", SolverSpec), ("observe", ObserveSpec)):
+            section = dict(data.get(key, {}))
+            allowed = {f.name for f in dataclasses.fields(klass)} - {"teacher", "init"}
+            for k in section:
+                if k not in allowed:
+                    raise SpecError(f"{key}.{k}", f"unknown field; allowed: {sorted(allowed)}")
+            sections[key] = section
+        teacher = TeacherSpec(**sections["teacher"])
+        init = InitSpec(**sections["init"])
+        model = MoESpec(**sections["model"], teacher=teacher, init=init)
+        return cls(name=name or data.get("name", "custom"), model=model,
+                   solver=SolverSpec(**sections["solver"]), observe=ObserveSpec(**sections["observe"]))
+
+    def with_overrides(self, overrides: list[str] | dict) -> "RunSpec":
+        """Apply ``section.field=value`` overrides (values parsed as TOML scalars)."""
+        data = self.to_dict()
+        items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+        for key, value in items:
+            parts = key.split(".")
+            if len(parts) != 2 or parts[0] not in data or not isinstance(data[parts[0]], dict):
+                raise SpecError(key, "overrides look like section.field=value with section one of "
+                                     "model, teacher, init, solver, observe")
+            data[parts[0]][parts[1]] = value
+        return RunSpec.from_dict(data, name=self.name)
+
+
+def _split(item: str):
+    if "=" not in item:
+        raise SpecError(item, "an override must look like section.field=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as sigmoid
+    return key.strip(), value
+
+
+def preset_names() -> list[str]:
+    files = importlib.resources.files("flowmoe.presets").iterdir()
+    return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> RunSpec:
+    names = preset_names()
+    if name not in names:
+        raise SpecError("preset", f"unknown preset {name!r}; allowed: {names}")
+    text = importlib.resources.files("flowmoe.presets").joinpath(f"{name}.toml").read_text()
+    return RunSpec.from_dict(tomllib.loads(text), name=name)
+
+
+def load_config(path) -> RunSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("config", f"no such file: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError("config", f"{path} is not valid TOML: {err}") from None
+    return RunSpec.from_dict(data, name=data.get("name", path.stem))
+
+
+__all__ = ["MoESpec", "TeacherSpec", "InitSpec", "SolverSpec", "ObserveSpec", "RunSpec",
+           "load_preset", "load_config", "preset_names", "GATES"]
