@@ -165,6 +165,7 @@ def self_term(K: sp.Expr) -> sp.Expr:
 
 ALPHA, BETA, MU, NU, RHO_S = sp.symbols("alpha beta mu nu rho", real=True)
 REDUCED_NAMES = ("alpha", "beta", "mu", "nu", "rho")
+PARTIALS = {s: sp.Symbol(f"L_{n}") for s, n in zip((ALPHA, BETA, MU, NU, RHO_S), REDUCED_NAMES)}
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ class ReducedSystem:
     loss: sp.Expr
     rhs: tuple
     gram: sp.Matrix
+    rhs_generic: tuple  # the same ODE in terms of the partials L_x = ∂L/∂x (symbols PARTIALS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -196,15 +198,21 @@ def reduced_system(expert: Expert) -> ReducedSystem:
     loss = unit_pair(0, 1, 0, 1) / 2 - unit_pair(0, 1, 2, 3) + unit_pair(2, 3, 2, 3) / 2
     # ∂L/∂G_pq for the variable entries (each unordered pair once).
     entries = {(0, 1): RHO_S, (0, 2): ALPHA, (0, 3): MU, (1, 2): NU, (1, 3): BETA}
-    Lpq = sp.zeros(4, 4)
-    for (p, q), sym in entries.items():
-        Lpq[p, q] = Lpq[q, p] = sp.diff(loss, sym)
-    # dū_p/dt = −(I − ū_p ū_pᵀ) Σ_k L_pk ū_k for the student directions, in Gram coordinates.
-    B = sp.zeros(4, 4)
-    for p in (0, 1):
-        c = sum(Lpq[p, k] * G[p, k] for k in range(4))
-        for k in range(4):
-            B[p, k] = -(Lpq[p, k] - (c if k == p else 0))
-    dG = B * G + (B * G).T
-    rhs = tuple(sp.expand(dG[p, q]) for p, q in [(0, 2), (1, 3), (0, 3), (1, 2), (0, 1)])
-    return ReducedSystem(loss=loss, rhs=rhs, gram=G)
+
+    def gram_rhs(partial):
+        Lpq = sp.zeros(4, 4)
+        for (p, q), sym in entries.items():
+            Lpq[p, q] = Lpq[q, p] = partial(sym)
+        # dū_p/dt = −(I − ū_p ū_pᵀ) Σ_k L_pk ū_k for the student directions, in Gram coordinates.
+        B = sp.zeros(4, 4)
+        for p in (0, 1):
+            c = sum(Lpq[p, k] * G[p, k] for k in range(4))
+            for k in range(4):
+                B[p, k] = -(Lpq[p, k] - (c if k == p else 0))
+        dG = B * G + (B * G).T
+        return tuple(sp.expand(dG[p, q]) for p, q in [(0, 2), (1, 3), (0, 3), (1, 2), (0, 1)])
+
+    rhs = gram_rhs(lambda sym: sp.diff(loss, sym))
+    generic = gram_rhs(lambda sym: PARTIALS[sym])
+    generic = tuple(sp.collect(e, list(PARTIALS.values())) for e in generic)
+    return ReducedSystem(loss=loss, rhs=rhs, gram=G, rhs_generic=generic)
