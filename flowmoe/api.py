@@ -79,7 +79,7 @@ def check_times(times) -> np.ndarray:
 
 def gradient_flow(V, W, V_star, W_star, times, gate="sigmoid", expert="he3", *, backend="diffrax",
                   method="tsit5", rtol=1e-8, atol=1e-10, max_steps=1_000_000, norms="fixed",
-                  progress=False) -> Trajectory:
+                  state="factor", progress=False) -> Trajectory:
     """Exact gradient flow of the population loss from (V, W), saved at ``times``.
 
     Integrates the Gram ODE (SPEC §2); the flow starts at ``times[0]``. Returns a
@@ -91,17 +91,17 @@ def gradient_flow(V, W, V_star, W_star, times, gate="sigmoid", expert="he3", *, 
     G0, r0 = gram_from_vectors(V, W, Vs, Ws)
     return flow_from_gram(G0, r0, V.shape[0], Vs.shape[0], ts, gate, expert, backend=backend,
                           method=method, rtol=rtol, atol=atol, max_steps=max_steps, norms=norms,
-                          progress=progress)
+                          state=state, progress=progress)
 
 
 def flow_from_gram(G0, r0, m, m_star, ts, gate="sigmoid", expert="he3", *, backend="diffrax",
                    method="tsit5", rtol=1e-8, atol=1e-10, max_steps=1_000_000, norms="fixed",
-                   norm_drift_lr=0.0, progress=False) -> Trajectory:
+                   norm_drift_lr=0.0, state="factor", progress=False) -> Trajectory:
     """Gradient flow from a Gram matrix and norms (the d-free entry point)."""
     gate, expert = get_gate(gate, "gate"), get_expert(expert, "expert")
     ode = gram_ode(gate, expert, m, m_star, norm_drift_lr)
     gram, rs, info = integrate(ode, G0, r0, ts, backend=backend, method=method, rtol=rtol, atol=atol,
-                               max_steps=max_steps, norms=norms, progress=progress)
+                               max_steps=max_steps, norms=norms, progress=progress, state=state)
     loss = loss_along(ode.loss_fn, gram)
     meta = {"source": "ode", "gate": gate.convention(), "expert": expert.convention(),
             "time": "gradient-flow time t", "solver": info}

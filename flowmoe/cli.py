@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import SolveError, SpecError
 
 # Modules that provide ``register(subparsers)``; each adds one or more commands.
-COMMAND_MODULES = ["flowmoe.cli"]
+COMMAND_MODULES = ["flowmoe.cli", "flowmoe.prune"]
 
 
 def resolve_spec(args):

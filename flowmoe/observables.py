@@ -103,6 +103,7 @@ def summarize(traj: Trajectory, threshold: float = 0.9, error_tol: float = 0.05)
     """The numbers ``flowmoe run`` reports: matchings, T₁ per pair, T_c, final alignments, loss."""
     start, end = matching(traj, 0), matching(traj, -1)
     T1 = pair_T1(traj, start, threshold)
+    T1_end = pair_T1(traj, end, threshold)
     g1, g2 = traj.router_alignment, traj.expert_alignment
     errs = error_terms(traj, start)
     order = np.argsort(np.where(np.isnan(T1), np.inf, T1))
@@ -113,6 +114,8 @@ def summarize(traj: Trajectory, threshold: float = 0.9, error_tol: float = 0.05)
         "threshold": threshold,
         "T1_per_pair": [None if np.isnan(x) else float(x) for x in T1],
         "T1": None if np.any(np.isnan(T1)) else float(np.max(T1)),
+        "T1_per_pair_final_matching": [None if np.isnan(x) else float(x) for x in T1_end],
+        "T1_final_matching": None if np.any(np.isnan(T1_end)) else float(np.max(T1_end)),
         "recovered": int(np.sum(~np.isnan(T1))),
         "recovery_order_teachers": [int(start[k][1]) for k in order if not np.isnan(T1[k])],
         "error_tol": error_tol,

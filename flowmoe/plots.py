@@ -53,15 +53,17 @@ def save(fig, path) -> list[Path]:
     return [path, vec]
 
 
-def alignment_figure(traj, path, threshold: float = 0.9, title: str | None = None) -> list[Path]:
+def alignment_figure(traj, path, threshold: float = 0.9, title: str | None = None,
+                     matching_at: int = -1) -> list[Path]:
     """Fig.-1 style: router alignments γ⁽¹⁾_{i,j}(t) and expert alignments γ⁽²⁾_{i,j}(t).
 
-    Every student–teacher overlap is drawn in light grey; the student matched (greedily, on the
-    initial expert overlaps) to teacher j is drawn in teacher j's style; dots mark T₁ per pair.
+    Every student–teacher overlap is drawn in light grey; the student matched to teacher j (greedy
+    on the expert overlaps at saved index ``matching_at``: −1 = final, 0 = initial) is drawn in
+    teacher j's style; dots mark T₁ per pair.
     """
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.2), constrained_layout=True)
-        pairs = matching(traj, 0)
+        pairs = matching(traj, matching_at)
         T1 = pair_T1(traj, pairs, threshold)
         t = traj.t
         for ax, gamma, name in ((axes[0], traj.router_alignment, r"router $\bar v_i^\top v^\star_j$"),
@@ -76,7 +78,8 @@ def alignment_figure(traj, path, threshold: float = 0.9, title: str | None = Non
             ax.set_xlabel("flow time $t$")
             ax.set_title(name)
             ax.set_ylim(-1.05, 1.05)
-        axes[1].legend(loc="lower right", frameon=False)
+        which = "final" if matching_at == -1 else f"t = {traj.t[matching_at]:g}"
+        axes[1].legend(loc="lower right", frameon=False, title=f"matching at {which}", title_fontsize=7)
         axes[2].semilogy(t, np.maximum(traj.loss, 1e-300), color="k")
         for (i, j), t1 in zip(pairs, T1):
             if np.isfinite(t1):

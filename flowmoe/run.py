@@ -74,7 +74,7 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
         traj = flow_from_gram(state.gram, state.norms, m.m, m.m_star, ts, m.gate, m.expert,
                               backend=s.backend, method=s.method, rtol=s.rtol, atol=s.atol,
                               max_steps=s.max_steps, norms=s.norms, norm_drift_lr=s.norm_drift_lr,
-                              progress=progress)
+                              state=s.state, progress=progress)
     except SolveError as err:
         status, error = "partial", str(err)
         log(f"WARNING: {err}")
@@ -106,8 +106,10 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
         "files": {"trajectory": "trajectory.npz", "figures": [p.name for p in figs]},
     }
     (out / "summary.json").write_text(json.dumps(record, indent=2, default=_json_default))
-    log(f"recovered {summary['recovered']}/{m.m_star} teachers; T1 per pair = "
-        f"{_fmt(summary['T1_per_pair'])}; final loss = {summary['final_loss']:.3e}")
+    final_rec = sum(x is not None for x in summary["T1_per_pair_final_matching"])
+    log(f"T1 per teacher (initial matching) = {_fmt(summary['T1_per_pair'])}: {summary['recovered']}/{m.m_star} "
+        f"recovered; (final matching) = {_fmt(summary['T1_per_pair_final_matching'])}: {final_rec}/{m.m_star}; "
+        f"matchings agree: {summary['matchings_agree']}; final loss = {summary['final_loss']:.3e}")
     log(f"wrote {out / 'trajectory.npz'}, {out / 'summary.json'}, {figs[0]} ({walls['total_s']:.1f} s)")
     return record
 

@@ -27,6 +27,7 @@ BACKENDS = ("diffrax", "scipy")
 DIFFRAX_METHODS = ("tsit5", "dopri5", "dopri8")
 SCIPY_METHODS = ("DOP853", "RK45", "Radau", "LSODA")
 NORM_MODES = ("fixed", "state")
+STATES = ("factor", "gram")
 SPACINGS = ("linear", "log")
 
 
@@ -158,6 +159,7 @@ class SolverSpec:
     max_steps: int = 1_000_000
     norms: str = "fixed"
     norm_drift_lr: float = 0.0
+    state: str = "factor"
 
     def __post_init__(self):
         _choice(self.backend, "solver.backend", BACKENDS)
@@ -169,6 +171,7 @@ class SolverSpec:
         object.__setattr__(self, "max_steps", _int(self.max_steps, "solver.max_steps", 16))
         _choice(self.spacing, "solver.spacing", SPACINGS)
         _choice(self.norms, "solver.norms", NORM_MODES)
+        _choice(self.state, "solver.state", STATES)
         object.__setattr__(self, "norm_drift_lr", _float(self.norm_drift_lr, "solver.norm_drift_lr", nonneg=True))
         if self.norm_drift_lr > 0 and self.norms != "state":
             raise SpecError("solver.norm_drift_lr", "needs solver.norms = 'state'")

@@ -1,0 +1,318 @@
+"""Finite-step training in R^d on the raw vectors (SPEC §6): the check of the ODE by simulation.
+
+Every method takes steps θ ← θ − η g(θ) on the raw student vectors θ = (V, W), from the same
+start as the ODE, and stores the same :class:`~flowmoe.trajectory.Trajectory` as the ODE:
+
+- ``"population-gd"``: g = ∇L(θ), the exact population gradient (autodiff of the closed-form
+  L(G(θ)) through the normalisation; the same gradient as :func:`flowmoe.population_grad`);
+- ``"online-sgd"``: g = ∇ ½ mean_b (f(θ, x_b) − f⋆(x_b))² on a fresh batch x_1..x_B ~ N(0, I_d)
+  every step (what the paper's Fig. 1 used);
+- ``"gd"``: the same batch gradient on n samples drawn once (full-batch GD on the empirical loss);
+- ``"minibatch-sgd"``: batches of B out of those n samples, by random reshuffling (a new random
+  permutation each epoch of ⌊n/B⌋ steps; the n mod B samples left over in an epoch are skipped).
+
+Conventions: per-sample gradients go through v̄ = v/‖v‖ (:mod:`flowmoe.model`), so each gradient
+is orthogonal to its vector and the norms can only grow, ‖u − ηg‖² = ‖u‖² + η²‖g‖²; they are
+tracked. The time map is t = η × steps (stored in ``meta["time"]``). As η → 0 and B → ∞ the
+overlaps converge to the ODE solution: error O(η) plus noise O(√(η/B)) (SPEC §6).
+
+Loop shape (STYLE §4): a pure ``step(state, data, lr) → state`` run inside ``lax.while_loop``
+between saves, and saves collected by ``lax.fori_loop`` in chunks of at most :data:`CHUNK`
+saves per compiled call (one compile per model shape; the Python loop over chunks only shows
+progress and stops early). At each save the Gram matrix of the unit directions and the norms
+are recorded; the loss is the exact population loss of that Gram matrix (float64).
+
+Divergence: a step whose parameters are not finite, or whose norms exceed ``max_norm_growth`` ×
+their initial values (the time map t = η·steps then no longer means flow time), is not taken;
+:func:`simulate` raises :class:`~flowmoe.errors.SolveError` whose ``partial`` is the
+Trajectory up to the last good save.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import SolveError, SpecError
+from .gates import get_expert, get_gate
+from .kernel import gram_loss
+from .model import MoEModel, gram_of, moe_model
+from .ode import loss_along
+from .trajectory import Trajectory
+
+METHODS = ("population-gd", "online-sgd", "gd", "minibatch-sgd")
+USES_BATCH = ("online-sgd", "minibatch-sgd")
+USES_SAMPLES = ("gd", "minibatch-sgd")
+DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
+CHUNK = 64
+DEFAULT_SAVES = 200
+
+_OK, _NONFINITE, _NORM = 0, 1, 2
+
+
+class State(NamedTuple):
+    """Simulation state: raw vectors, number of steps taken, current permutation (minibatch)."""
+
+    V: jax.Array
+    W: jax.Array
+    k: jax.Array
+    perm: jax.Array
+
+
+class Data(NamedTuple):
+    """Everything constant during a run: teacher, fixed samples, base key, norm limits."""
+
+    V_star: jax.Array
+    W_star: jax.Array
+    X: jax.Array
+    y: jax.Array
+    key: jax.Array
+    limit: jax.Array
+
+
+def _gradient(method: str, model: MoEModel, batch: int, n: int, d: int, dtype):
+    """g(state, data) → (gV, gW) for one method (see the module docstring)."""
+    loss_grad = jax.grad(model.batch_loss, argnums=(0, 1))
+    if method == "population-gd":
+        pop_grad = jax.grad(model.population_loss, argnums=(0, 1))
+        return lambda s, data: pop_grad(s.V, s.W, data.V_star, data.W_star)
+    if method == "online-sgd":
+        def online(s, data):
+            X = jax.random.normal(jax.random.fold_in(data.key, s.k), (batch, d), dtype)
+            y = model.output(data.V_star, data.W_star, X)
+            return loss_grad(s.V, s.W, X, y)
+        return online
+    if method == "gd":
+        return lambda s, data: loss_grad(s.V, s.W, data.X, data.y)
+    per_epoch = n // batch
+
+    def minibatch(s, data):
+        idx = jax.lax.dynamic_slice(s.perm, ((s.k % per_epoch) * batch,), (batch,))
+        return loss_grad(s.V, s.W, data.X[idx], data.y[idx])
+    return minibatch
+
+
+@functools.lru_cache(maxsize=None)
+def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform):
+    """The compiled ``run(state, data, lr, total, save_every, count)`` of one configuration."""
+    dtype = DTYPES[dtype_name]
+    grad = _gradient(method, model, batch, n, d, dtype)
+    per_epoch = n // batch if method == "minibatch-sgd" else 0
+
+    def step(s: State, data: Data, lr) -> State:
+        if per_epoch:
+            epoch_key = jax.random.fold_in(data.key, s.k // per_epoch)
+            perm = jax.lax.cond(s.k % per_epoch == 0, lambda: jax.random.permutation(epoch_key, n).astype(jnp.int32),
+                                lambda: s.perm)
+            s = s._replace(perm=perm)
+        gV, gW = grad(s, data)
+        if transform is not None:
+            gV, gW = transform(gV, gW)
+        return State(s.V - lr * gV.astype(dtype), s.W - lr * gW.astype(dtype), s.k + 1, s.perm)
+
+    def health(s: State, data: Data):
+        finite = jnp.all(jnp.isfinite(s.V)) & jnp.all(jnp.isfinite(s.W))
+        r = jnp.concatenate([jnp.linalg.norm(s.V, axis=1), jnp.linalg.norm(s.W, axis=1)])
+        code = jnp.where(finite, jnp.where(jnp.all(r <= data.limit), _OK, _NORM), _NONFINITE)
+        return code.astype(jnp.int32)
+
+    def advance(s: State, status, data: Data, lr, target):
+        """Steps until k = target or a bad step (which is not taken; its status is kept)."""
+        def cond(c):
+            return (c[1] == _OK) & (c[0].k < target)
+
+        def body(c):
+            new = step(c[0], data, lr)
+            code = health(new, data)
+            keep = code == _OK
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, c[0]), code
+        return jax.lax.while_loop(cond, body, (s, status))
+
+    n_dirs = 2 * (m + m_star)
+
+    @jax.jit
+    def run(s: State, data: Data, lr, total, save_every, count):
+        bufs = (jnp.zeros((chunk, n_dirs, n_dirs), dtype), jnp.zeros((chunk, n_dirs), dtype),
+                jnp.zeros((chunk,), s.k.dtype), jnp.zeros((chunk,), jnp.int32))
+
+        def body(i, c):
+            s, status, (G, r, k, codes) = c
+            s, status = advance(s, status, data, lr, jnp.minimum(s.k + save_every, total))
+            norms = jnp.concatenate([jnp.linalg.norm(a, axis=1) for a in (s.V, s.W, data.V_star, data.W_star)])
+            G = G.at[i].set(gram_of(s.V, s.W, data.V_star, data.W_star))
+            return s, status, (G, r.at[i].set(norms), k.at[i].set(s.k), codes.at[i].set(status))
+        s, status, out = jax.lax.fori_loop(0, count, body, (s, jnp.int32(_OK), bufs))
+        return s, out
+    return run
+
+
+def _positive_int(value, field, minimum=1):
+    if isinstance(value, bool) or not (isinstance(value, (int, np.integer))
+                                       or (isinstance(value, float) and value.is_integer())):
+        raise SpecError(field, f"must be an integer ≥ {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise SpecError(field, f"must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_float(value, field):
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(field, f"must be a number > 0, got {value!r}") from None
+    if not math.isfinite(x) or x <= 0:
+        raise SpecError(field, f"must be a finite number > 0, got {value!r}")
+    return x
+
+
+def check_options(method, lr, steps=None, t_end=None, batch=None, n=None, seed=0, dtype="float64",
+                  save_every=None, max_norm_growth=10.0) -> dict:
+    """Validate the simulation options; returns them normalised (raises SpecError naming the field)."""
+    if method not in METHODS:
+        raise SpecError("method", f"got {method!r}; allowed: {list(METHODS)}")
+    lr = _positive_float(lr, "lr")
+    if (steps is None) == (t_end is None):
+        raise SpecError("steps", "give exactly one of steps (an integer ≥ 1) and t_end (flow time; "
+                                 "steps = round(t_end / lr))")
+    if steps is not None:
+        steps = _positive_int(steps, "steps")
+    else:
+        steps = max(1, int(round(_positive_float(t_end, "t_end") / lr)))
+    if method in USES_BATCH:
+        if batch is None:
+            raise SpecError("batch", f"method {method!r} needs a batch size (an integer ≥ 1)")
+        batch = _positive_int(batch, "batch")
+    elif batch is not None:
+        raise SpecError("batch", f"is only used by methods {list(USES_BATCH)}, not {method!r}")
+    if method in USES_SAMPLES:
+        if n is None:
+            raise SpecError("n", f"method {method!r} needs the number of fixed samples n (an integer ≥ 1)")
+        n = _positive_int(n, "n")
+        if method == "minibatch-sgd" and batch > n:
+            raise SpecError("batch", f"must be ≤ n = {n} for 'minibatch-sgd', got {batch}")
+    elif n is not None:
+        raise SpecError("n", f"is only used by methods {list(USES_SAMPLES)}, not {method!r}")
+    seed = _positive_int(seed, "seed", 0)
+    if dtype not in DTYPES:
+        raise SpecError("dtype", f"got {dtype!r}; allowed: {list(DTYPES)}")
+    if save_every is None:
+        save_every = max(1, steps // DEFAULT_SAVES)
+    save_every = _positive_int(save_every, "save_every")
+    if max_norm_growth is not None:
+        max_norm_growth = float(max_norm_growth)
+        if not max_norm_growth > 1:
+            raise SpecError("max_norm_growth", f"must be > 1 (or None for no limit), got {max_norm_growth}")
+    return dict(method=method, lr=lr, steps=steps, batch=batch, n=n, seed=seed, dtype=dtype,
+                save_every=save_every, max_norm_growth=max_norm_growth)
+
+
+def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, t_end=None, batch=None,
+             n=None, seed=0, gate="sigmoid", expert="he3", save_every=None, dtype="float64",
+             max_norm_growth=10.0, grad_transform=None, progress=False) -> Trajectory:
+    """Train the student (V, W) against the teacher (V⋆, W⋆) by finite steps in R^d.
+
+    ``method`` is one of :data:`METHODS`; ``lr`` the step η; give ``steps`` or a flow time
+    ``t_end`` (steps = round(t_end/η)). ``batch`` (online-sgd, minibatch-sgd) and ``n`` (gd,
+    minibatch-sgd) as the method needs; ``seed`` fixes every random draw (the fixed samples,
+    the online batches, the permutations). A save every ``save_every`` steps (default: about
+    200 saves) and at the last step; saved times t = η × steps. ``dtype="float32"`` runs the
+    simulation in single precision (explicit opt-in; the stored results are float64).
+    ``grad_transform(gV, gW) → (gV, gW)`` is applied to every gradient before the step (for
+    experiments, e.g. a deliberately wrong gradient in tests).
+
+    Returns a :class:`Trajectory` (``t``, ``gram``, ``norms``, ``loss``, ``meta``); raises
+    :class:`SolveError` with the partial Trajectory if the run diverges.
+    """
+    from .api import _check_vectors
+
+    opts = check_options(method, lr, steps, t_end, batch, n, seed, dtype, save_every, max_norm_growth)
+    V, W, V_star, W_star = _check_vectors(V, W, V_star, W_star)
+    gate_obj, expert_obj = get_gate(gate, "gate"), get_expert(expert, "expert")
+    model = moe_model(gate_obj, expert_obj)
+    m, m_star, d = V.shape[0], V_star.shape[0], V.shape[1]
+    jdt = DTYPES[opts["dtype"]]
+    steps, every = opts["steps"], opts["save_every"]
+    B = opts["batch"] or 0
+    n_fixed = opts["n"] or 0
+
+    key = jax.random.key(opts["seed"])
+    data_key, step_key = jax.random.split(key)
+    Vs, Ws = jnp.asarray(V_star, jdt), jnp.asarray(W_star, jdt)
+    if n_fixed:
+        X = jax.random.normal(data_key, (n_fixed, d), jdt)
+        y = jax.jit(model.output)(Vs, Ws, X)
+    else:
+        X, y = jnp.zeros((0, d), jdt), jnp.zeros((0,), jdt)
+    r0 = np.concatenate([np.linalg.norm(V, axis=1), np.linalg.norm(W, axis=1)])
+    growth = opts["max_norm_growth"]
+    limit = jnp.asarray(r0 * growth if growth is not None else np.full_like(r0, np.inf), jdt)
+    data = Data(Vs, Ws, X, y, step_key, limit)
+    state = State(jnp.asarray(V, jdt), jnp.asarray(W, jdt), jnp.asarray(0),
+                  jnp.zeros((n_fixed if method == "minibatch-sgd" else 0,), jnp.int32))
+
+    n_saves = -(-steps // every)
+    chunk = min(CHUNK, 1 << (n_saves - 1).bit_length())
+    run = _runner(method, model, B, n_fixed, d, m, m_star, opts["dtype"], chunk, grad_transform)
+    lr_arr, total, every_arr = jnp.asarray(opts["lr"], jdt), jnp.asarray(steps), jnp.asarray(every)
+
+    G0 = np.asarray(jax.jit(gram_of)(state.V, state.W, Vs, Ws), dtype=np.float64)
+    r_init = np.concatenate([r0, np.linalg.norm(V_star, axis=1), np.linalg.norm(W_star, axis=1)])
+    grams, norms, ks = [G0[None]], [r_init[None]], [np.zeros(1, dtype=np.int64)]
+    failure = None
+    wall = time.perf_counter()
+    bar = _progress(n_saves, method) if progress else None
+    done = 0
+    while done < n_saves and failure is None:
+        count = min(chunk, n_saves - done)
+        state, (G, r, k, codes) = run(state, data, lr_arr, total, every_arr, jnp.asarray(count))
+        codes = np.asarray(codes[:count])
+        good = count if np.all(codes == _OK) else int(np.argmax(codes != _OK))
+        grams.append(np.asarray(G[:good], np.float64))
+        norms.append(np.asarray(r[:good], np.float64))
+        ks.append(np.asarray(k[:good], np.int64))
+        if good < count:
+            failure = (int(codes[good]), int(np.asarray(state.k)))
+        done += count
+        if bar is not None:
+            bar.update(count)
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - wall
+
+    ks = np.concatenate(ks)
+    gram = np.concatenate(grams)
+    loss = loss_along(gram_loss(gate_obj, expert_obj, m, m_star), gram)
+    samples = {"population-gd": 0, "online-sgd": B, "gd": n_fixed, "minibatch-sgd": B}[method]
+    meta = {"source": "simulation", "method": method, "lr": opts["lr"], "batch": opts["batch"],
+            "n": opts["n"], "seed": opts["seed"], "steps": int(ks[-1]), "steps_requested": steps,
+            "save_every": every, "time": "t = lr * steps", "dtype": opts["dtype"],
+            "max_norm_growth": growth, "gate": gate_obj.convention(), "expert": expert_obj.convention(),
+            "d": d, "samples_per_step": samples, "wall_time_s": wall,
+            "grad_transform": None if grad_transform is None else repr(grad_transform),
+            "status": "ok" if failure is None else "diverged"}
+    traj = Trajectory(opts["lr"] * ks, gram, np.concatenate(norms), loss, m, m_star, meta)
+    if failure is not None:
+        code, k_bad = failure
+        why = ("the parameters became non-finite (NaN/inf)" if code == _NONFINITE else
+               f"a norm grew beyond max_norm_growth = {growth:g} × its initial value (the time map "
+               "t = lr × steps no longer follows gradient flow)")
+        traj.meta["error"] = why
+        raise SolveError(f"{method} diverged at step {k_bad + 1} (t = lr × steps ≈ {opts['lr'] * (k_bad + 1):.6g}): "
+                         f"{why}; lr = {opts['lr']:g} is too large. The {len(traj)} saves up to "
+                         f"t = {traj.t[-1]:.6g} are kept in .partial", partial=traj)
+    return traj
+
+
+def _progress(total: int, method: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"simulate {method}", unit="save", leave=False)
+
+
+__all__ = ["simulate", "METHODS", "check_options"]

@@ -1,0 +1,148 @@
+"""Shared set-up of the test suite: float64 everywhere, and small independent helpers.
+
+Every helper here is written from first principles (numpy/scipy only, nothing from flowmoe), so
+that tests can compare flowmoe against it:
+
+- gate derivatives π^{(k)} in closed form: sigmoid via π' = π(1 − π) (π^{(k)} is a polynomial in π),
+  probit via Φ^{(k)}(z) = (−1)^{k−1} He_{k−1}(z) φ(z);
+- probabilists' Hermite polynomials He_k;
+- random unit vectors, random Gram matrices of four unit vectors (a, b, c, e) and the six slot
+  overlaps (ρ_ac, ρ_ab, ρ_ae, ρ_cb, ρ_be, ρ_ce) in flowmoe's slot order.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)  # before anything builds a JAX array
+
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from numpy.polynomial import Polynomial  # noqa: E402
+from numpy.polynomial import hermite_e  # noqa: E402
+from scipy.special import expit, ndtr  # noqa: E402
+
+SLOT_PAIRS = (("a", "c"), ("a", "b"), ("a", "e"), ("c", "b"), ("b", "e"), ("c", "e"))
+"""The six slots of the pair kernel K(a,b;c,e), in flowmoe's order ("ac","ab","ae","cb","be","ce")."""
+
+
+# --- gates and their derivatives (closed forms, independent of sympy) -------------------------
+
+
+def _sigmoid_polys(kmax):
+    """P_k with σ^{(k)}(z) = P_k(σ(z)): P_0(s) = s, P_{k+1}(s) = P_k'(s)·s(1 − s)."""
+    polys = [Polynomial([0.0, 1.0])]
+    logistic = Polynomial([0.0, 1.0, -1.0])
+    for _ in range(kmax):
+        polys.append(polys[-1].deriv() * logistic)
+    return polys
+
+
+_SIGMOID_POLYS = _sigmoid_polys(16)
+
+
+def hermite(k, z):
+    """He_k(z), probabilists' Hermite polynomial (numpy's HermiteE basis)."""
+    coef = np.zeros(k + 1)
+    coef[k] = 1.0
+    return hermite_e.hermeval(z, coef)
+
+
+def gate_derivative(gate, k, z):
+    """π^{(k)}(z) for gate "sigmoid" or "probit" (vectorised numpy, closed forms)."""
+    z = np.asarray(z, dtype=np.float64)
+    if gate == "sigmoid":
+        return _SIGMOID_POLYS[k](expit(z))
+    if gate == "probit":
+        if k == 0:
+            return ndtr(z)
+        return (-1.0) ** (k - 1) * hermite(k - 1, z) * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    raise ValueError(gate)
+
+
+def gate_derivative_scalar(gate, k):
+    """A fast scalar (Python float) version of :func:`gate_derivative`, for scipy.integrate.quad."""
+    if gate == "sigmoid":
+        coefs = list(_SIGMOID_POLYS[k].coef[::-1])  # Horner, highest degree first
+
+        def f(z):
+            s = 0.5 * (1.0 + math.tanh(0.5 * z))  # = 1/(1+e^{−z}), no overflow
+            acc = 0.0
+            for c in coefs:
+                acc = acc * s + c
+            return acc
+        return f
+    if gate == "probit":
+        if k == 0:
+            return lambda z: 0.5 * math.erfc(-z / math.sqrt(2.0))
+        coef = np.zeros(k)
+        coef[k - 1] = 1.0
+        herm = hermite_e.herme2poly(coef)[::-1].tolist()
+        sign = (-1.0) ** (k - 1) / math.sqrt(2 * math.pi)
+
+        def g(z):
+            acc = 0.0
+            for c in herm:
+                acc = acc * z + c
+            return sign * acc * math.exp(-0.5 * z * z)
+        return g
+    raise ValueError(gate)
+
+
+def normal_pdf(z):
+    return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+# --- random geometry ------------------------------------------------------------------------
+
+
+def random_unit_vectors(rng, n, d):
+    x = rng.standard_normal((n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def random_gram4(rng, kind="generic"):
+    """Four unit vectors (a, b, c, e) as rows of a (4, 4) array, and their Gram matrix.
+
+    kind: "generic" (i.i.d. uniform directions), "correlated" (large overlaps, |ρ| up to ≈ 0.95),
+    "self" (a = c, b = e: the self term of one unit), "teacher" (c ⊥ e: unit 2 is a teacher unit).
+    """
+    if kind == "generic":
+        X = random_unit_vectors(rng, 4, 4)
+    elif kind == "correlated":
+        base = random_unit_vectors(rng, 1, 4)[0]
+        X = base + 0.35 * rng.standard_normal((4, 4))
+        X[[1, 3]] *= rng.choice([-1.0, 1.0], size=(2, 1))  # experts with either sign
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+    elif kind == "self":
+        a, b = random_unit_vectors(rng, 2, 4)
+        X = np.stack([a, b, a, b])
+    elif kind == "teacher":
+        a, b = random_unit_vectors(rng, 2, 4)
+        q, _ = np.linalg.qr(rng.standard_normal((4, 2)))
+        X = np.stack([a, b, q[:, 0], q[:, 1]])
+    else:
+        raise ValueError(kind)
+    return X, X @ X.T
+
+
+def slot_overlaps(G):
+    """The six overlaps of a Gram matrix of (a, b, c, e) in flowmoe's slot order, shape (6,)."""
+    idx = {"a": 0, "b": 1, "c": 2, "e": 3}
+    return np.array([G[idx[p], idx[q]] for p, q in SLOT_PAIRS])
+
+
+def orthonormal_teacher(rng, m_star, d):
+    """(V⋆, W⋆): 2m⋆ mutually orthonormal unit vectors in R^d, rows."""
+    q, _ = np.linalg.qr(rng.standard_normal((d, 2 * m_star)))
+    return q[:, :m_star].T.copy(), q[:, m_star:].T.copy()
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rng(request):
+    """A numpy Generator seeded from the test's name (fixed seed, independent across tests)."""
+    seed = sum(ord(ch) * (i + 1) for i, ch in enumerate(request.node.name)) % (2**32)
+    return np.random.default_rng(seed)
