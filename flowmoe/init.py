@@ -129,7 +129,60 @@ def sample_gram(spec: MoESpec, seed: int | None = None) -> tuple[np.ndarray, np.
     return 0.5 * (G + G.T), norms
 
 
+ORTHO_TOL = 1e-8
+
+
+def check_teacher_geometry(spec: MoESpec, V_star, W_star, field: str = "teacher.geometry") -> None:
+    """Raise SpecError if the teacher vectors do not have the declared geometry (tolerance 1e-8)."""
+    geometry = spec.teacher.geometry
+    ms = spec.m_star
+    T = np.concatenate([V_star, W_star])
+    norms = np.linalg.norm(T, axis=1)
+    if np.max(np.abs(norms - 1)) > ORTHO_TOL:
+        raise SpecError(field, f"teacher vectors must be unit vectors; norms range "
+                               f"[{norms.min():.6g}, {norms.max():.6g}]")
+    G = T @ T.T
+    blocks = {"orthonormal": (slice(0, 2 * ms), "all 2m⋆ teacher vectors"),
+              "routers-orthonormal": (slice(0, ms), "the teacher routers V_star"),
+              "experts-orthonormal": (slice(ms, 2 * ms), "the teacher experts W_star")}
+    if geometry in blocks:
+        sl, what = blocks[geometry]
+        dev = np.max(np.abs(G[sl, sl] - np.eye(G[sl, sl].shape[0])))
+        if dev > ORTHO_TOL:
+            raise SpecError(field, f"declared {geometry!r} but {what} are not orthonormal "
+                                   f"(max |Gram − I| = {dev:.3g}); allowed: {list(blocks) + ['gram']}")
+    elif geometry == "gram":
+        dev = np.max(np.abs(G - np.asarray(spec.teacher.gram)))
+        if dev > ORTHO_TOL:
+            raise SpecError(field, f"the given teacher vectors do not have teacher.gram (max deviation {dev:.3g})")
+
+
+def load_vectors(spec: MoESpec):
+    """Read and check the explicit initial state named by ``init.vectors``."""
+    from pathlib import Path
+
+    path = Path(spec.init.vectors)
+    if not path.is_file():
+        raise SpecError("init.vectors", f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("V", "W", "V_star", "W_star")}
+    except (KeyError, ValueError, OSError) as err:
+        raise SpecError("init.vectors", f"{path} must be an .npz with arrays V, W, V_star, W_star ({err})") from None
+    shapes = {"V": (spec.m, spec.d), "W": (spec.m, spec.d), "V_star": (spec.m_star, spec.d),
+              "W_star": (spec.m_star, spec.d)}
+    for k, shape in shapes.items():
+        if arrays[k].shape != shape:
+            raise SpecError(f"init.vectors.{k}", f"must have shape {shape} (m, m⋆, d of model), got {arrays[k].shape}")
+    check_teacher_geometry(spec, arrays["V_star"], arrays["W_star"])
+    return arrays["V"], arrays["W"], arrays["V_star"], arrays["W_star"]
+
+
 def initial_state(spec: MoESpec, seed: int | None = None) -> InitialState:
+    if spec.init.vectors is not None:
+        vecs = load_vectors(spec)
+        G, r = gram_from_vectors(*vecs, field="init.vectors")
+        return InitialState(G, r, vecs)
     if spec.init.sampler == "gram":
         G, r = sample_gram(spec, seed)
         return InitialState(G, r, None)

@@ -86,16 +86,22 @@ class InitSpec:
     ``sampler``: ``"vectors"`` samples the vectors in R^d (needed to share a start with a
     simulation); ``"gram"`` samples the Gram matrix directly with the same law (Bartlett
     decomposition), at a cost independent of d.
+    ``vectors``: path of an ``.npz`` file with arrays ``V``, ``W`` (m×d), ``V_star``, ``W_star``
+    (m⋆×d): an explicit initial state (and teacher) instead of sampling. The teacher vectors are
+    checked against ``teacher.geometry``.
     """
 
     router: str = "orthogonal"
     sampler: str = "vectors"
     seed: int = 0
+    vectors: str | None = None
 
     def __post_init__(self):
         _choice(self.router, "init.router", ROUTER_INITS)
         _choice(self.sampler, "init.sampler", SAMPLERS)
         object.__setattr__(self, "seed", _int(self.seed, "init.seed", 0))
+        if self.vectors is not None and not isinstance(self.vectors, str):
+            raise SpecError("init.vectors", f"must be the path of an .npz file, got {self.vectors!r}")
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ MC_TABLE = [
     (13, "random", "sigmoid", 3),
     (14, "orthonormal", "sigmoid", 3),
     (15, "random", "probit", 3),
-    (16, "random", "sigmoid", 2),
+    (16, "random", "probit", 2),
 ]
 
 
