@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from numpy.polynomial import Polynomial  # noqa: E402
 from numpy.polynomial import hermite_e  # noqa: E402
+from scipy.integrate import quad  # noqa: E402
 from scipy.special import expit, ndtr  # noqa: E402
 
 SLOT_PAIRS = (("a", "c"), ("a", "b"), ("a", "e"), ("c", "b"), ("b", "e"), ("c", "e"))
@@ -91,6 +92,14 @@ def gate_derivative_scalar(gate, k):
 
 def normal_pdf(z):
     return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def normal_expectation(f):
+    """E[f(z)], z ~ N(0, 1), by adaptive quadrature (scipy ``quad``) on (−∞, 0] and [0, ∞)."""
+    g = lambda z: f(z) * normal_pdf(z)  # noqa: E731
+    left = quad(g, -np.inf, 0.0, epsabs=1e-14, epsrel=1e-12, limit=400)[0]
+    right = quad(g, 0.0, np.inf, epsabs=1e-14, epsrel=1e-12, limit=400)[0]
+    return left + right
 
 
 # --- random geometry ------------------------------------------------------------------------

@@ -20,10 +20,10 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.integrate import dblquad, quad, quad_vec
+from scipy.integrate import dblquad, quad_vec
 from scipy.special import expit
 
-from conftest import gate_derivative_scalar, hermite, normal_pdf
+from conftest import gate_derivative_scalar, hermite, normal_expectation, normal_pdf
 from flowmoe.correlation import correlation_table, hermite_coefficients
 
 ORDER = 7
@@ -49,22 +49,14 @@ def both_evaluations(table, p, q, rho):
     return a, b
 
 
-def quad_expectation(f):
-    """E[f(z)], z ~ N(0, 1), by adaptive quadrature on (−∞, ∞) split at 0."""
-    g = lambda z: f(z) * normal_pdf(z)  # noqa: E731
-    left = quad(g, -np.inf, 0.0, epsabs=1e-14, epsrel=1e-12, limit=400)[0]
-    right = quad(g, 0.0, np.inf, epsabs=1e-14, epsrel=1e-12, limit=400)[0]
-    return left + right
-
-
 def quad_hermite_coefficient(gate, k):
     pi = gate_derivative_scalar(gate, 0)
-    return quad_expectation(lambda z: pi(z) * float(hermite(k, z)))
+    return normal_expectation(lambda z: pi(z) * float(hermite(k, z)))
 
 
 def quad_gate_square(gate):
     pi = gate_derivative_scalar(gate, 0)
-    return quad_expectation(lambda z: pi(z) ** 2)
+    return normal_expectation(lambda z: pi(z) ** 2)
 
 
 # --- c_k ---------------------------------------------------------------------------------------
@@ -100,7 +92,7 @@ def test_endpoints_match_1d_quadrature(sigmoid_table, sign):
     for p, q in ALL_PQ:
         fp = gate_derivative_scalar("sigmoid", p)
         fq = gate_derivative_scalar("sigmoid", q)
-        want = quad_expectation(lambda z: fp(z) * fq(sign * z))
+        want = normal_expectation(lambda z: fp(z) * fq(sign * z))
         for got in both_evaluations(sigmoid_table, p, q, sign):
             worst = max(worst, abs(float(got) - want))
             assert abs(float(got) - want) < R_TOL, (p, q, sign, float(got), want)

@@ -15,9 +15,8 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
-from scipy.integrate import quad
 
-from conftest import gate_derivative_scalar, normal_pdf
+from conftest import gate_derivative_scalar, normal_expectation
 from flowmoe import symbolic
 from flowmoe.gates import get_expert
 
@@ -41,10 +40,11 @@ def diagram_sum(k, l, d_ac=0):
             for n_ae in range(l - n_be + 1):
                 n_ce = l - n_be - n_ae
                 p, q = n_ab + n_ae, n_cb + n_ce
-                mono = (r["ab"] ** n_ab * r["ae"] ** n_ae * r["cb"] ** n_cb * r["be"] ** n_be * r["ce"] ** n_ce)
-                denom = math.factorial(n_ab) * math.factorial(n_ae) * math.factorial(n_cb) \
-                    * math.factorial(n_be) * math.factorial(n_ce)
-                total += sp.Rational(math.factorial(k) * math.factorial(l), denom) * my_R(p + d_ac, q + d_ac) * mono
+                powers = {"ab": n_ab, "ae": n_ae, "cb": n_cb, "be": n_be, "ce": n_ce}
+                mono = sp.Mul(*(r[s] ** n for s, n in powers.items()))
+                denom = math.prod(math.factorial(n) for n in powers.values())
+                prefactor = sp.Rational(math.factorial(k) * math.factorial(l), denom)
+                total += prefactor * my_R(p + d_ac, q + d_ac) * mono
     return sp.expand(total)
 
 
@@ -118,8 +118,7 @@ def r_at_one(p, q):
     """R_{p,q}(1) = E[π^{(p)}(z) π^{(q)}(z)] by adaptive quadrature (sigmoid)."""
     fp = gate_derivative_scalar("sigmoid", p)
     fq = gate_derivative_scalar("sigmoid", q)
-    g = lambda z: fp(z) * fq(z) * normal_pdf(z)  # noqa: E731
-    return quad(g, -np.inf, 0, epsabs=1e-14, epsrel=1e-12)[0] + quad(g, 0, np.inf, epsabs=1e-14, epsrel=1e-12)[0]
+    return normal_expectation(lambda z: fp(z) * fq(z))
 
 
 def _numeric_self_polynomial(expr, rho):
