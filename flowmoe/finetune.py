@@ -1,8 +1,8 @@
 """Fine-tuning a pruned network, the fitted convergence rate, and the rate the Hessian predicts (SPEC §5).
 
 Fine-tuning is exact gradient flow on the pruned network: the Gram ODE of SPEC §2 with the pruned
-m (which may equal m⋆), from the pruned Gram matrix and norms; as a check, plain population
-gradient descent on raw vectors in R^d (:func:`population_gd`, autodiff through the normalisation).
+m (which may equal m⋆), from the pruned Gram matrix and norms; as a check, population gradient
+descent on raw vectors in R^d (:func:`finetune_gd`, the simulator of :mod:`flowmoe.simulate`).
 
 Predicted rate. With m = m⋆ students matched to the teachers, the teacher point (v̄_i = v⋆_j,
 w̄_i = w⋆_j) is a zero-loss minimum. Only directions matter, so the variables live on a product of
@@ -27,6 +27,12 @@ teacher point: rotations that fix the teacher span pointwise fix the students to
 modes are excited whenever the run had d > k (students start with components outside the teacher
 span) and they are part of the Gram dynamics, so the predicted rate is the smallest eigenvalue
 over both blocks; both blocks are reported.
+
+Which modes are excited. A converged run has usually damped some of the slowest modes already
+(e.g. the router of a student that aligned early), so the loss after pruning may decay at the
+slowest *excited* rate, a little above 2λ_min. :func:`modal_decomposition` splits the pruned
+state over the eigenmodes (from its Gram matrix alone) and predicts the whole linearised loss
+curve; ``flowmoe prune`` reports it next to 2λ_min.
 """
 
 from __future__ import annotations
@@ -48,11 +54,12 @@ from .prune import Network, PruningRule, prune
 from .trajectory import Trajectory
 
 FINETUNE_SOLVER = {"method": "dopri8", "rtol": 1e-12, "atol": 1e-14}
-# Round-off floors of the Gram-ODE fine-tuning. Near the teacher L is *linear* in the Gram entries
-# (∂L/∂G ≠ 0 there; only on the Gram manifold is it quadratic in the distance), so the ≈1e-15
-# off-manifold drift of G from rounding in the integrator shows up as loss noise of ≈1e-13.
-LOSS_FLOOR = 1e-11
-DISTANCE_FLOOR = 1e-5   # distance² = Σ 2(1 − γ); the same drift limits it to ≈ 1e-6
+# Where fits stop. Near the teacher L is *linear* in the Gram entries (∂L/∂G ≠ 0 there; only on
+# the Gram manifold is it quadratic in the distance), so any error of the integrated Gram matrix
+# shows in the loss at first order. Measured floors of the fine-tuning loss: ≈1e-14 with the
+# factor state of :mod:`flowmoe.ode` (the default), ≈1e-13 with state="gram"; fits stop above.
+LOSS_FLOOR = 1e-12
+DISTANCE_FLOOR = 1e-6   # distance² = Σ 2(1 − γ) is resolved to ≈ 1e-15 (factor state)
 
 
 # Saved runs ------------------------------------------------------------------------------
@@ -84,7 +91,8 @@ def load_run(run_dir) -> Run:
         record = json.loads(summary.read_text())
         spec_dict = record["spec"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise SpecError("run_dir", f"{summary} is not a flowmoe run summary ({type(err).__name__}: {err})") from None
+        raise SpecError("run_dir", f"{summary} is not a flowmoe run summary "
+                                   f"({type(err).__name__}: {err})") from None
     try:
         spec = RunSpec.from_dict(spec_dict)
     except (SpecError, TypeError, AttributeError) as err:
@@ -94,11 +102,12 @@ def load_run(run_dir) -> Run:
     except SpecError as err:
         raise SpecError("run_dir", str(err)) from None
     except Exception as err:  # a truncated zip raises zipfile.BadZipFile, which Trajectory.load lets through
-        raise SpecError("run_dir", f"{path / 'trajectory.npz'} is corrupt ({type(err).__name__}: {err})") from None
+        raise SpecError("run_dir", f"{path / 'trajectory.npz'} is corrupt "
+                                   f"({type(err).__name__}: {err})") from None
     m = spec.model
     if (traj.m, traj.m_star) != (m.m, m.m_star):
-        raise SpecError("run_dir", f"trajectory.npz has m = {traj.m}, m⋆ = {traj.m_star} but summary.json's spec "
-                                   f"has m = {m.m}, m⋆ = {m.m_star}: the files come from different runs")
+        raise SpecError("run_dir", f"trajectory.npz has m = {traj.m}, m⋆ = {traj.m_star} but summary.json's "
+                                   f"spec has m = {m.m}, m⋆ = {m.m_star}: the files come from different runs")
     meta_spec = traj.meta.get("spec")
     if meta_spec is not None:
         try:
@@ -106,7 +115,8 @@ def load_run(run_dir) -> Run:
         except (SpecError, TypeError, AttributeError):
             same = False
         if not same:
-            raise SpecError("run_dir", "trajectory.npz and summary.json were written by runs of different specs")
+            raise SpecError("run_dir", "trajectory.npz and summary.json were written by runs of "
+                                       "different specs")
     if not (np.all(np.isfinite(traj.gram[-1])) and np.all(np.isfinite(traj.norms[-1]))):
         raise SpecError("run_dir", "the final state in trajectory.npz is not finite")
     return Run(path, spec, traj, record)
@@ -261,18 +271,46 @@ def _tangent_bases(T: np.ndarray, k: int, extra: int) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _hessian_program(gate: str, expert: str, m_star: int, dim: int, nb: int):
+    """jit(ξ, U, B ↦ (∂²L/∂ξ², (L, ∂L/∂ξ))) for one shape (compiled once per shape).
+
+    ∂L/∂ξ = Σ_{p<q} A_pq ∂G_pq/∂ξ with A = ∂L/∂G from the closed form (each unordered pair once,
+    hence the ½ on the symmetric cotangent); the Hessian is its forward-mode Jacobian, which
+    compiles about twice as fast as reverse-over-reverse through the whole loss.
+    """
+    fn = gram_loss(gate, expert, m_star, m_star)
+    P = 2 * m_star
+    eye = jnp.eye(2 * P)
+
+    def gram_of(xi, U, B):
+        X = U + jnp.einsum("pda,pa->pd", B, xi.reshape(P, nb))
+        X = X / jnp.linalg.norm(X, axis=1, keepdims=True)
+        Y = jnp.concatenate([X, U])
+        return (Y @ Y.T) * (1.0 - eye) + eye
+
+    def grad(xi, U, B):
+        G, pullback = jax.vjp(lambda x: gram_of(x, U, B), xi)
+        L, A = fn.loss_and_grad(G)
+        g = pullback(0.5 * A)[0]
+        return g, (L, g)
+
+    return jax.jit(jax.jacfwd(grad, has_aux=True))
+
+
 def teacher_hessian(teacher_gram, norms, gate="sigmoid", expert="he3", extra_dims: int = 2) -> TeacherHessian:
     """Hessian of the closed-form loss at the teacher point on the product of spheres.
 
     ``teacher_gram``: 2m⋆ × 2m⋆ Gram of [v⋆_1..v⋆_m⋆, w⋆_1..w⋆_m⋆]; ``norms``: (2m⋆,) norms of the
-    raw student vectors in teacher order (student j sits at teacher j). Computed by
-    ``jax.hessian`` through chart → unit vectors → Gram → L(G).
+    raw student vectors in teacher order (student j sits at teacher j). Computed by JAX
+    through chart → unit vectors → Gram → L(G) (:func:`_hessian_program`).
     """
     Gt = np.asarray(teacher_gram, dtype=np.float64)
     r = np.asarray(norms, dtype=np.float64)
     P = Gt.shape[0]
     if Gt.ndim != 2 or Gt.shape != (P, P) or P % 2 or r.shape != (P,):
-        raise SpecError("teacher_gram", f"need a 2m⋆ × 2m⋆ teacher Gram and 2m⋆ norms, got {Gt.shape}, {r.shape}")
+        raise SpecError("teacher_gram", f"need a 2m⋆ × 2m⋆ teacher Gram and 2m⋆ norms, "
+                                        f"got {Gt.shape}, {r.shape}")
     extra = int(extra_dims)
     if extra < 0:
         raise SpecError("extra_dims", f"must be ≥ 0, got {extra_dims}")
@@ -283,22 +321,10 @@ def teacher_hessian(teacher_gram, norms, gate="sigmoid", expert="he3", extra_dim
     T /= np.linalg.norm(T, axis=1, keepdims=True)
     B = _tangent_bases(T, k, extra)
     nb = B.shape[2]
-    fn = gram_loss(gate, expert, ms, ms)
-    U0, Tj, Bj = jnp.asarray(T), jnp.asarray(T), jnp.asarray(B)
-    eye = jnp.eye(2 * P)
-
-    def loss_of(xi_flat):
-        X = U0 + jnp.einsum("pda,pa->pd", Bj, xi_flat.reshape(P, nb))
-        X = X / jnp.linalg.norm(X, axis=1, keepdims=True)
-        A = jnp.concatenate([X, Tj])
-        G = A @ A.T
-        G = G * (1.0 - eye) + eye
-        return fn.loss(G)
-
-    zero = jnp.zeros(P * nb)
-    H = np.asarray(jax.jit(jax.hessian(loss_of))(zero))
+    program = _hessian_program(str(gate), str(expert), ms, T.shape[1], nb)
+    H, (L0, grad) = program(jnp.zeros(P * nb), jnp.asarray(T), jnp.asarray(B))
+    H = np.asarray(H)
     H = 0.5 * (H + H.T)
-    grad = np.asarray(jax.jit(jax.grad(loss_of))(zero))
     s = np.repeat(1.0 / r, nb)
     M = s[:, None] * H * s[None, :]
     a = np.tile(np.arange(nb), P)
@@ -308,14 +334,15 @@ def teacher_hessian(teacher_gram, norms, gate="sigmoid", expert="he3", extra_dim
     first_perp = a == k - 1  # one orthogonal coordinate per direction: the block h_⊥ (scaled)
     perp_rates = np.linalg.eigvalsh(M[np.ix_(first_perp, first_perp)]) if extra else np.zeros(0)
     return TeacherHessian(H, M, span_rates, perp_rates, cross, float(np.linalg.norm(grad)),
-                          float(loss_of(zero)), T, T.copy(), B, r, k, extra, str(gate), str(expert))
+                          float(L0), T, T.copy(), B, r, k, extra, str(gate), str(expert))
 
 
 def hessian_by_differences(hess: TeacherHessian, h: float = 1e-5) -> np.ndarray:
     """The same Hessian from central differences of :func:`flowmoe.population_grad` on raw vectors.
 
     L(ξ) = L_raw(r_q(u_q + B_qξ_q)) exactly (L is scale-invariant), so
-    ∂²L/∂ξ_{q,b}∂ξ_{p,a} = r_q B_qᵀ[∇_{u_q}L_raw(U + h r_p B_p e_a) − ∇_{u_q}L_raw(U − h r_p B_p e_a)]/2h + O(h²).
+    ∂²L/∂ξ_{q,b}∂ξ_{p,a} = r_q B_qᵀ[∇_{u_q}L_raw(U + h r_p B_p e_a) − ∇_{u_q}L_raw(U − h r_p B_p e_a)]/2h
+    + O(h²).
     """
     ms, r, B = hess.m_star, hess.norms, hess.bases
     U = hess.directions * r[:, None]
@@ -346,51 +373,15 @@ def realise_network(net: Network):
     return X[:m], X[m:2 * m], X[2 * m:2 * m + ms], X[2 * m + ms:]
 
 
-@functools.lru_cache(maxsize=None)
-def _gd_program(gate, expert, m, m_star, save_every):
-    fn = gram_loss(gate, expert, m, m_star)
+def finetune_gd(net: Network, lr: float, t_end: float, save_every: int | None = None) -> Trajectory:
+    """Fine-tuning by population gradient descent on raw vectors in R^d (:func:`flowmoe.simulate.simulate`,
+    method ``"population-gd"``: autodiff through the normalisation, not the Gram-ODE formula), from
+    vectors realising ``net``'s Gram matrix and norms. Time t = η × steps; norms grow at O(η)."""
+    from .simulate import simulate
 
-    def loss(U, Ts):
-        Ub = U / jnp.linalg.norm(U, axis=1, keepdims=True)
-        A = jnp.concatenate([Ub, Ts])
-        n = A.shape[0]
-        G = A @ A.T
-        G = G * (1.0 - jnp.eye(n)) + jnp.eye(n)
-        return fn.loss(G), G
-
-    grad = jax.grad(lambda U, Ts: loss(U, Ts)[0])
-
-    @jax.jit
-    def run(U, Ts, lr, n_saves):
-        def block(U, _):
-            U = jax.lax.fori_loop(0, save_every, lambda _, U: U - lr * grad(U, Ts), U)
-            L, G = loss(U, Ts)
-            return U, (G, jnp.linalg.norm(U, axis=1), L)
-        return jax.lax.scan(block, U, None, length=n_saves)[1]
-
-    return run, loss
-
-
-def population_gd(net: Network, lr: float, t_end: float, n_save: int = 100) -> Trajectory:
-    """Full-population gradient descent θ ← θ − η∇L on raw vectors in R^d (autodiff through the
-    normalisation, not the Gram-ODE formula), time t = η × steps. Norms grow at O(η) (SPEC §6)."""
-    lr = float(lr)
-    if not lr > 0:
-        raise SpecError("lr", f"must be > 0, got {lr}")
-    steps = max(int(round(t_end / lr)), n_save - 1)
-    save_every = max(steps // (n_save - 1), 1)
     V, W, Vs, Ws = realise_network(net)
-    U, Ts = jnp.asarray(np.concatenate([V, W])), jnp.asarray(np.concatenate([Vs, Ws]))
-    run, loss = _gd_program(net.gate, net.expert, net.m, net.m_star, save_every)
-    L0, G0 = loss(U, Ts)
-    G, norms, L = run(U, Ts, lr, n_save - 1)
-    ones = np.ones((n_save - 1, Ts.shape[0]))
-    t = lr * save_every * np.arange(n_save)
-    gram = np.concatenate([np.asarray(G0)[None], np.asarray(G)])
-    rs = np.concatenate([np.linalg.norm(np.asarray(U), axis=1)[None], np.concatenate([np.asarray(norms), ones], 1)])
-    loss_ = np.concatenate([[float(L0)], np.asarray(L)])
-    return Trajectory(t, gram, rs, loss_, net.m, net.m_star,
-                      {"source": "population-gd", "lr": lr, "time": "t = lr × steps"})
+    return simulate(V, W, Vs, Ws, method="population-gd", lr=lr, t_end=t_end, gate=net.gate,
+                    expert=net.expert, save_every=save_every)
 
 
 # Which modes the pruned state excites -------------------------------------------------------
@@ -473,40 +464,75 @@ def auto_t_end(loss0: float, rate: float | None) -> float:
     return float(1.5 * np.log(max(loss0, 1e-12) / 1e-15) / rate)
 
 
+def _check_job_options(run: Run, t_end, n_save, extra_dims, at):
+    def number(value, name, positive=False):
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise SpecError(name, f"must be a number, got {value!r}") from None
+        if not np.isfinite(x) or (positive and x <= 0):
+            raise SpecError(name, f"must be a finite number{' > 0' if positive else ''}, got {value!r}")
+        return x
+
+    if t_end is not None:
+        t_end = number(t_end, "t_end", positive=True)
+    if isinstance(n_save, bool) or not isinstance(n_save, (int, np.integer)) or n_save < 10:
+        raise SpecError("n_save", f"must be an integer ≥ 10, got {n_save!r}")
+    if isinstance(extra_dims, bool) or not isinstance(extra_dims, (int, np.integer)) \
+            or not 0 <= extra_dims <= 16:
+        raise SpecError("extra_dims", f"must be an integer in 0..16, got {extra_dims!r}")
+    index = -1
+    if at is not None:
+        at = number(at, "at")
+        t = run.traj.t
+        if not t[0] <= at <= t[-1]:
+            raise SpecError("at", f"must be a saved time of the run, in [{t[0]:g}, {t[-1]:g}], got {at:g}")
+        index = int(np.argmin(np.abs(t - at)))
+    return t_end, int(n_save), int(extra_dims), index
+
+
+def _mode_groups(rates, shares, blocks, keep: int = 6) -> list[dict]:
+    """Modes grouped by (numerically) equal rate, slowest first: loss rate 2λ, summed share, count."""
+    order = np.argsort(rates)
+    groups = []
+    for i in order:
+        if groups and abs(rates[i] - groups[-1]["lam"]) <= 1e-8 * max(abs(rates[i]), 1e-300):
+            g = groups[-1]
+            g["loss_share"] += float(shares[i])
+            g["count"] += 1
+            g["blocks"].add(str(blocks[i]))
+        else:
+            groups.append({"lam": float(rates[i]), "loss_share": float(shares[i]), "count": 1,
+                           "blocks": {str(blocks[i])}})
+    return [{"loss_rate": 2 * g["lam"], "loss_share": g["loss_share"], "count": g["count"],
+             "blocks": sorted(g["blocks"])} for g in groups[:keep]]
+
+
 def prune_and_finetune(run: Run, rule: PruningRule, out, t_end: float | None = None, n_save: int = 400,
                        extra_dims: int = 2, at: float | None = None) -> dict:
-    """Prune ``run`` at the saved time nearest ``at`` (default: the end), fine-tune by the Gram ODE,
-    fit the rate and compare it with the Hessian's prediction; write OUT/finetune.json and the figure."""
+    """Prune ``run`` at the saved time nearest ``at`` (default: the last), fine-tune by the Gram ODE,
+    fit the rate and compare it with the Hessian's prediction; write OUT/finetune.json,
+    OUT/finetune_trajectory.npz and OUT/finetune.png (+ .svg). Returns the JSON record."""
     out = Path(out)
-    index = -1 if at is None else int(np.argmin(np.abs(run.traj.t - float(at))))
+    t_end, n_save, extra_dims, index = _check_job_options(run, t_end, n_save, extra_dims, at)
     result = prune(run.network(index), rule)
     pruned = result.network
     pred = predict(pruned, extra_dims, run.spec.model.d)
     if t_end is None:
         t_end = auto_t_end(result.loss_after, pred.loss_rate if pred else None)
-    try:
-        t_end = float(t_end)
-    except (TypeError, ValueError):
-        raise SpecError("t_end", f"must be a number > 0, got {t_end!r}") from None
-    if not (np.isfinite(t_end) and t_end > 0):
-        raise SpecError("t_end", f"must be a finite number > 0, got {t_end}")
-    if int(n_save) < 10:
-        raise SpecError("n_save", f"must be an integer ≥ 10, got {n_save}")
     traj = finetune(pruned, t_end, n_save)
     pairs = teacher_matching(pruned) if pred else []
     fit = fit_loss_rate(traj)
     dfit = fit_distance_rate(traj, pairs) if pairs else None
-    modal = None
+    modes, linear = None, None
     if pred and extra_dims > 0:
         rates, shares, blocks = modal_decomposition(pred.hess, pruned)
-        slow = np.argsort(rates)[:8]
-        modal = {"linear_loss_at_start": float(shares.sum()),
-                 "slowest_modes": [{"rate": float(2 * rates[i]), "loss_share": float(shares[i]),
-                                    "block": str(blocks[i])} for i in slow]}
+        linear = linear_loss(rates, shares, traj.t)
+        modes = {"linear_loss_at_start": float(shares.sum()),
+                 "slowest": _mode_groups(rates, shares, blocks)}
         if fit:
             win = (traj.t >= fit.t0) & (traj.t <= fit.t1)
-            lin = linear_loss(rates, shares, traj.t[win])
-            modal["loss_rate_on_fit_window"] = float(-np.polyfit(traj.t[win], np.log(lin), 1)[0])
+            modes["linear_rate_on_fit_window"] = float(-np.polyfit(traj.t[win], np.log(linear[win]), 1)[0])
     record = {
         "run_dir": str(run.path),
         "spec": run.spec.to_dict(),
@@ -518,64 +544,78 @@ def prune_and_finetune(run: Run, rule: PruningRule, out, t_end: float | None = N
         "final_loss": float(traj.loss[-1]),
         "fitted_rate": fit.rate if fit else None,
         "predicted_rate": pred.loss_rate if pred else None,
-        "rate_relative_difference": abs(fit.rate - pred.loss_rate) / pred.loss_rate if (fit and pred) else None,
+        "rate_relative_difference": (abs(fit.rate - pred.loss_rate) / pred.loss_rate
+                                     if (fit and pred) else None),
         "fitted_distance_rate": dfit.rate if dfit else None,
         "predicted_distance_rate": pred.distance_rate if pred else None,
         "fit": fit.to_dict() if fit else None,
         "distance_fit": dfit.to_dict() if dfit else None,
         "hessian": dict(pred.hess.to_dict(), include_perp=pred.include_perp) if pred else None,
-        "modes": modal,
-        "notes": _notes(pred, fit, pruned, result.loss_after),
+        "modes": modes,
+        "notes": _notes(pred, fit, pruned, result.loss_after, float(traj.loss[-1])),
         "matching": [[pruned.labels[i], j] for i, j in pairs],
-        "finetune": {"t_end": t_end, "n_save": int(n_save), "solver": traj.meta.get("solver", {})},
+        "finetune": {"t_end": t_end, "n_save": n_save, "solver": traj.meta.get("solver", {})},
     }
     out.mkdir(parents=True, exist_ok=True)
     traj.meta.update({"pruned_from": str(run.path), "rule": rule.name, "labels": list(pruned.labels)})
     traj.save(out / "finetune_trajectory.npz")
     (out / "finetune.json").write_text(json.dumps(record, indent=2, default=_json_default))
-    finetune_figure(traj, fit, pred.loss_rate if pred else None, out / "finetune",
-                    title=f"{run.spec.name}: rule {rule.name}, m {len(result.removed) + len(result.kept)} → {pruned.m}")
+    finetune_figure(traj, fit, pred.loss_rate if pred else None, out / "finetune", linear=linear,
+                    title=f"{run.spec.name}: rule {rule.name}, m {len(result.removed) + len(result.kept)} "
+                          f"→ {pruned.m} at t = {run.traj.t[index]:g}")
     return record
 
 
-def _notes(pred, fit, pruned, loss0) -> list[str]:
-    notes = ["predicted_rate = 2 λ_min: λ_min is the smallest eigenvalue of D^-1/2 H D^-1/2, H the Hessian of "
-             "L on the product of spheres at the teacher point, D = diag(norm²); the distance to the teacher "
-             "decays at λ_min, the loss at 2 λ_min"]
+def _notes(pred, fit, pruned, loss0, final) -> list[str]:
+    notes = ["predicted_rate = 2 λ_min: λ_min is the smallest eigenvalue of D^-1/2 H D^-1/2, H the Hessian "
+             "of L on the product of spheres at the teacher point, D = diag(norm²); the distance to the "
+             "teacher decays at λ_min, the loss at 2 λ_min. modes: the linearised flow from the pruned "
+             "state; the slowest modes may carry almost no loss, then the fitted rate follows the slowest "
+             "excited one"]
     if pred is None:
-        notes.append(f"no prediction: the pruned network has m = {pruned.m} students for m⋆ = {pruned.m_star} "
-                     "teachers, so there is no isolated zero-loss minimum to linearise at")
+        notes.append(f"no prediction: the pruned network has m = {pruned.m} students for "
+                     f"m⋆ = {pruned.m_star} teachers, so there is no isolated zero-loss minimum to "
+                     "linearise at")
     if fit is None:
         notes.append(f"no fitted rate: the loss after pruning ({loss0:.2e}) leaves no window between "
                      f"1e-2 × L(0) and the round-off floor {LOSS_FLOOR:g}; prune earlier (--at) to see the "
                      "exponential regime")
+    if final > 1e-10:
+        notes.append(f"the fine-tuning did not reach zero loss (final {final:.2e}); a longer --t-end may "
+                     "help, or the pruned network is not in the basin of the teacher point")
     return notes
 
 
-def finetune_figure(traj: Trajectory, fit: RateFit | None, predicted: float | None, path, title=None):
-    """Loss of the fine-tuning on a log scale with the predicted-rate line through the fit window."""
+def finetune_figure(traj: Trajectory, fit: RateFit | None, predicted: float | None, path, linear=None,
+                    title=None):
+    """Loss of the fine-tuning on a log scale, the fitted line, the predicted-rate line through the
+    middle of the fit window, and (if given) the loss of the linearised flow."""
     import matplotlib.pyplot as plt
 
     from .plots import STYLE, save
 
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5.0, 3.4), constrained_layout=True)
-        ax.semilogy(traj.t, np.maximum(traj.loss, 1e-300), color="k", label="fine-tuning loss (Gram ODE)")
+        fig, ax = plt.subplots(figsize=(5.2, 3.5), constrained_layout=True)
+        loss = np.where(traj.loss > 0, traj.loss, np.nan)
+        ax.semilogy(traj.t, loss, color="k", label="fine-tuning loss (Gram ODE)")
+        if linear is not None:
+            ax.semilogy(traj.t, linear, color="0.55", ls="-.", lw=1.0,
+                        label="linearised flow (Hessian modes)")
         if fit is not None:
             tt = np.array([fit.t0, fit.t1])
-            ax.semilogy(tt, np.exp(fit.log_c - fit.rate * tt), color="#0072b2", ls="--",
+            ax.semilogy(tt, np.exp(fit.log_c - fit.rate * tt), color="#0072b2", ls="--", lw=2.0,
                         label=f"fit: rate {fit.rate:.4g}")
-            if predicted:
-                t_mid = 0.5 * (fit.t0 + fit.t1)
-                anchor = fit.log_c - fit.rate * t_mid
-                tp = np.linspace(traj.t[0], traj.t[-1], 50)
-                ax.semilogy(tp, np.exp(anchor - predicted * (tp - t_mid)), color="#d55e00", ls=":", lw=1.6,
-                            label=f"predicted (Hessian): rate {predicted:.4g}")
+        if predicted:
+            t_mid = 0.5 * (fit.t0 + fit.t1) if fit else traj.t[0]
+            anchor = fit.log_c - fit.rate * t_mid if fit else np.log(max(traj.loss[0], 1e-300))
+            ax.semilogy(traj.t, np.exp(anchor - predicted * (traj.t - t_mid)), color="#d55e00", ls=":",
+                        lw=1.6, label=f"predicted $2\\lambda_{{\\min}}$ = {predicted:.4g}")
         ax.axhline(LOSS_FLOOR, color="0.6", lw=0.6)
-        ax.set_ylim(max(np.min(traj.loss[traj.loss > 0], initial=1e-18) / 10, 1e-18), max(traj.loss.max() * 10, 1e-12))
+        top = np.nanmax(loss) if np.any(np.isfinite(loss)) else 1.0
+        ax.set_ylim(LOSS_FLOOR * 1e-3, top * 10)
         ax.set_xlabel("fine-tuning time $t$")
         ax.set_ylabel("population loss $L$")
-        ax.legend(frameon=False)
+        ax.legend(frameon=False, loc="upper right")
         if title:
             ax.set_title(title)
         return save(fig, path)
@@ -586,4 +626,6 @@ def _json_default(x):
         return x.item()
     if isinstance(x, np.ndarray):
         return x.tolist()
+    if isinstance(x, set):
+        return sorted(x)
     return str(x)

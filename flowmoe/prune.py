@@ -24,6 +24,14 @@ Rules (each a :class:`PruningRule`; ``RULES`` maps the CLI names):
   (the expert sign is free: (v̄, −w̄) is the negated unit); in each cluster count members with the
   sign of the first one as +1, the others −1; a cluster of net count 0 is removed entirely
   (it cancels), otherwise one member of the majority sign is kept.
+
+Where the rules differ (each case is a test in tests/test_prune.py): the pair rules (cancel,
+cluster) look at directions only, so they also remove a teacher-aligned student together with a
+stray student that roughly cancels it, losing that teacher; greedy looks at the loss only, so it
+keeps a rough pair whose output still helps to fit the residual (paper-fig1 at t = 290, before the
+last pairs have cancelled) and it cannot remove a group that cancels only as a whole (it tries
+single students and pairs). On converged runs (paper-fig1 at t = 400, the test run) all four
+rules remove the same students.
 """
 
 from __future__ import annotations
@@ -137,7 +145,8 @@ class Network:
         if len(drop) == self.m:
             raise SpecError("removed", "cannot remove every student")
         keep = [i for i in range(self.m) if i not in drop]
-        idx = np.concatenate([keep, self.m + np.asarray(keep, dtype=int), 2 * self.m + np.arange(2 * self.m_star)])
+        keep_a = np.asarray(keep, dtype=int)
+        idx = np.concatenate([keep_a, self.m + keep_a, 2 * self.m + np.arange(2 * self.m_star)])
         return Network(self.gram[np.ix_(idx, idx)], self.norms[idx], len(keep), self.m_star, self.gate,
                        self.expert, tuple(self.labels[i] for i in keep))
 
@@ -398,17 +407,19 @@ def prune(net: Network, rule: PruningRule | str) -> PruneResult:
 def register(sub) -> None:
     p = sub.add_parser(
         "prune", help="prune a saved run, fine-tune by gradient flow, compare the rate with the Hessian",
-        description="Read RUN_DIR (trajectory.npz + summary.json of `flowmoe run`), prune the final state "
-                    "with a rule, fine-tune the pruned network by the exact Gram ODE, fit the exponential "
-                    "rate of the loss and compare it with the rate predicted by the Hessian of L at the "
-                    "teacher point (SPEC §5). Writes OUT/finetune.json and OUT/finetune.png (+ .svg).")
+        description="Read RUN_DIR (trajectory.npz + summary.json of `flowmoe run`), prune its last saved "
+                    "state (or the one at --at) with a rule, fine-tune the pruned network by the exact Gram "
+                    "ODE, fit the exponential rate of the loss and compare it with the rate predicted by the "
+                    "Hessian of L at the teacher point (SPEC §5). Writes OUT/finetune.json, "
+                    "OUT/finetune_trajectory.npz and OUT/finetune.png (+ .svg).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `flowmoe run --out`")
     p.add_argument("--rule", required=True, help=f"pruning rule: {', '.join(sorted(RULES))}")
     p.add_argument("--out", help="output folder (default: runs/prune-NAME-TIMESTAMP)")
     p.add_argument("--threshold", type=float, help="oracle: alignment threshold (default 0.9)")
     p.add_argument("--tol", type=float, help="cancel/cluster: overlap tolerance (default 0.05); "
                                              "greedy: allowed loss rise (default 1e-3)")
-    p.add_argument("--at", type=float, help="prune the state at the saved time nearest AT (default: the last one)")
+    p.add_argument("--at", type=float,
+                   help="prune the state at the saved time nearest AT (default: the last one)")
     p.add_argument("--t-end", type=float, help="fine-tuning time (default: from the predicted rate)")
     p.add_argument("--n-save", type=int, default=400, help="saved times of the fine-tuning (default 400)")
     p.add_argument("--extra-dims", type=int, default=2,

@@ -16,6 +16,7 @@ File layout of ``trajectory.npz`` (all float64):
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,5 +83,5 @@ class Trajectory:
             with np.load(path, allow_pickle=False) as data:
                 return cls(t=data["t"], gram=data["gram"], norms=data["norms"], loss=data["loss"],
                            m=int(data["m"]), m_star=int(data["m_star"]), meta=json.loads(str(data["meta"])))
-        except (KeyError, ValueError, OSError) as err:
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise SpecError("trajectory", f"{path} is not a flowmoe trajectory file: {err}") from None
