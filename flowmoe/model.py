@@ -70,6 +70,6 @@ class MoEModel:
         return fn.loss(gram_of(V, W, V_star, W_star))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def moe_model(gate="sigmoid", expert="he3") -> MoEModel:
     return MoEModel(get_gate(gate, "gate"), get_expert(expert, "expert"))

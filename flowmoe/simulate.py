@@ -98,7 +98,7 @@ def _gradient(method: str, model: MoEModel, batch: int, n: int, d: int, dtype):
     return minibatch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform):
     """The compiled ``run(state, data, lr, total, save_every, count)`` of one configuration."""
     dtype = DTYPES[dtype_name]
@@ -117,8 +117,8 @@ def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform)
         return State(s.V - lr * gV.astype(dtype), s.W - lr * gW.astype(dtype), s.k + 1, s.perm)
 
     def health(s: State, data: Data):
-        finite = jnp.all(jnp.isfinite(s.V)) & jnp.all(jnp.isfinite(s.W))
         r = jnp.concatenate([jnp.linalg.norm(s.V, axis=1), jnp.linalg.norm(s.W, axis=1)])
+        finite = jnp.all(jnp.isfinite(s.V)) & jnp.all(jnp.isfinite(s.W)) & jnp.all(jnp.isfinite(r))
         code = jnp.where(finite, jnp.where(jnp.all(r <= data.limit), _OK, _NORM), _NONFINITE)
         return code.astype(jnp.int32)
 
@@ -147,7 +147,7 @@ def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform)
             norms = jnp.concatenate([jnp.linalg.norm(a, axis=1) for a in (s.V, s.W, data.V_star, data.W_star)])
             G = G.at[i].set(gram_of(s.V, s.W, data.V_star, data.W_star))
             return s, status, (G, r.at[i].set(norms), k.at[i].set(s.k), codes.at[i].set(status))
-        s, status, out = jax.lax.fori_loop(0, count, body, (s, jnp.int32(_OK), bufs))
+        s, _, out = jax.lax.fori_loop(0, count, body, (s, jnp.int32(_OK), bufs))
         return s, out
     return run
 
@@ -246,7 +246,7 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     Vs, Ws = jnp.asarray(V_star, jdt), jnp.asarray(W_star, jdt)
     if n_fixed:
         X = jax.random.normal(data_key, (n_fixed, d), jdt)
-        y = jax.jit(model.output)(Vs, Ws, X)
+        y = _jitted(model.output)(Vs, Ws, X)
     else:
         X, y = jnp.zeros((0, d), jdt), jnp.zeros((0,), jdt)
     r0 = np.concatenate([np.linalg.norm(V, axis=1), np.linalg.norm(W, axis=1)])
@@ -257,11 +257,11 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
                   jnp.zeros((n_fixed if method == "minibatch-sgd" else 0,), jnp.int32))
 
     n_saves = -(-steps // every)
-    chunk = min(CHUNK, 1 << (n_saves - 1).bit_length())
+    chunk = CHUNK  # fixed, so that runs of any length share one compiled function
     run = _runner(method, model, B, n_fixed, d, m, m_star, opts["dtype"], chunk, grad_transform)
     lr_arr, total, every_arr = jnp.asarray(opts["lr"], jdt), jnp.asarray(steps), jnp.asarray(every)
 
-    G0 = np.asarray(jax.jit(gram_of)(state.V, state.W, Vs, Ws), dtype=np.float64)
+    G0 = np.asarray(_jitted(gram_of)(state.V, state.W, Vs, Ws), dtype=np.float64)
     r_init = np.concatenate([r0, np.linalg.norm(V_star, axis=1), np.linalg.norm(W_star, axis=1)])
     grams, norms, ks = [G0[None]], [r_init[None]], [np.zeros(1, dtype=np.int64)]
     failure = None
@@ -287,7 +287,7 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
 
     ks = np.concatenate(ks)
     gram = np.concatenate(grams)
-    loss = loss_along(gram_loss(gate_obj, expert_obj, m, m_star), gram)
+    loss = _population_loss(gram_loss(gate_obj, expert_obj, m, m_star), gram)
     samples = {"population-gd": 0, "online-sgd": B, "gd": n_fixed, "minibatch-sgd": B}[method]
     meta = {"source": "simulation", "method": method, "lr": opts["lr"], "batch": opts["batch"],
             "n": opts["n"], "seed": opts["seed"], "steps": int(ks[-1]), "steps_requested": steps,
@@ -299,14 +299,26 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     traj = Trajectory(opts["lr"] * ks, gram, np.concatenate(norms), loss, m, m_star, meta)
     if failure is not None:
         code, k_bad = failure
-        why = ("the parameters became non-finite (NaN/inf)" if code == _NONFINITE else
+        why = ("the parameters or their norms became non-finite (NaN/inf)" if code == _NONFINITE else
                f"a norm grew beyond max_norm_growth = {growth:g} × its initial value (the time map "
                "t = lr × steps no longer follows gradient flow)")
         traj.meta["error"] = why
         raise SolveError(f"{method} diverged at step {k_bad + 1} (t = lr × steps ≈ {opts['lr'] * (k_bad + 1):.6g}): "
-                         f"{why}; lr = {opts['lr']:g} is too large. The {len(traj)} saves up to "
-                         f"t = {traj.t[-1]:.6g} are kept in .partial", partial=traj)
+                         f"{why}; lr = {opts['lr']:g} is too large. The saves up to t = {traj.t[-1]:.6g} "
+                         f"({len(traj)} of {n_saves + 1}) are kept in .partial", partial=traj)
     return traj
+
+
+def _population_loss(loss_fn, gram: np.ndarray) -> np.ndarray:
+    """Exact population loss at each saved Gram matrix, in blocks of CHUNK (one compile)."""
+    T = gram.shape[0]
+    padded = np.concatenate([gram, np.broadcast_to(np.eye(gram.shape[1]), (-T % CHUNK,) + gram.shape[1:])])
+    return np.concatenate([loss_along(loss_fn, padded[i:i + CHUNK]) for i in range(0, len(padded), CHUNK)])[:T]
+
+
+@functools.cache
+def _jitted(fn):
+    return jax.jit(fn)
 
 
 def _progress(total: int, method: str):
@@ -315,4 +327,4 @@ def _progress(total: int, method: str):
     return tqdm(total=total, desc=f"simulate {method}", unit="save", leave=False)
 
 
-__all__ = ["simulate", "METHODS", "check_options"]
+__all__ = ["METHODS", "check_options", "simulate"]

@@ -1,0 +1,465 @@
+"""ODE against finite-step training: deviations, overlay plots, the convergence study (SPEC §6).
+
+``flowmoe compare`` samples one start in R^d, integrates the exact Gram ODE and runs one or more
+simulators (:mod:`flowmoe.simulate`) from it, saving the ODE at the simulators' save times
+t = lr × steps, and reports how far apart they are:
+
+- ``alignment``: max over saved t of |a_sim(t) − a_ode(t)|, where a(t) is the teacher-wise max
+  over students of the alignment, a_j = max_i γ_{i,j}, sorted over teachers; for routers γ⁽¹⁾
+  and experts γ⁽²⁾ (the larger of the two). Invariant under permuting students and teachers.
+- ``matched``: the same for the matched pairs' own alignments γ_{i⋆,j⋆} (greedy matching of the
+  ODE at t = 0; the start is shared, so the students are the same);
+- ``loss``: max_t |L_sim − L_ode| and the same relative to L_ode (population losses, exact);
+- ``gram``: max_t of the largest |ΔG| entry (not permutation-invariant); T₁ from both; the
+  largest norm growth r(t)/r(0) − 1 of the simulation.
+
+A simulation *agrees* with the ODE when ``alignment`` and ``matched`` are ≤ ``tol`` and the
+relative loss deviation is ≤ ``tol``.
+
+The convergence study (``flowmoe compare --study``): population GD at several lr (expected
+deviation ∝ lr, slope 1 in log-log) and online SGD at several batch sizes B at one lr (noise
+∝ √(lr/B), slope −½ once the O(lr) bias is removed: the SGD is compared with population GD at
+the same lr as well as with the ODE). Fitted slopes are printed and plotted.
+
+The paper's Fig. 1 (m⋆ = 5, m = 25, d = 1000, online SGD, batch 1000) against the ODE, with
+population GD in R^d at the same step as a second simulator, i.e. ``plots/fig1-sgd-vs-ode.png``
+(+ .svg), is regenerated (about 2 minutes on 2 cores) by::
+
+    flowmoe compare --preset paper-fig1 --method online-sgd population-gd --lr 0.01 --batch 1000 \\
+        --t-end 40 --out runs/fig1-sgd-vs-ode --figure plots/fig1-sgd-vs-ode
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .api import gradient_flow
+from .errors import SolveError, SpecError
+from .observables import matching, pair_T1
+from .simulate import METHODS, USES_BATCH, USES_SAMPLES, check_options, simulate
+from .trajectory import Trajectory
+
+METRICS = ("alignment", "matched", "loss_rel", "loss_abs", "gram")
+
+
+# --- deviation metrics ------------------------------------------------------------------------
+
+
+def teacher_max(gamma: np.ndarray) -> np.ndarray:
+    """(T, m, m⋆) alignments → (T, m⋆): max over students for each teacher, sorted descending."""
+    return -np.sort(-np.max(gamma, axis=1), axis=1)
+
+
+def deviations(ref: Trajectory, sim: Trajectory, pairs=None, until: float | None = None,
+               threshold: float = 0.9) -> dict:
+    """Deviations of ``sim`` from ``ref`` over their common saved times (t ≤ ``until``).
+
+    The two must share their save times (``sim`` may stop early: a diverged run's partial).
+    """
+    T = min(len(ref), len(sim))
+    if T < 1 or not np.allclose(ref.t[:T], sim.t[:T], rtol=1e-12, atol=1e-12):
+        raise SpecError("times", "the trajectories must share their saved times t")
+    if (ref.m, ref.m_star) != (sim.m, sim.m_star):
+        raise SpecError("trajectory", f"different structures: m, m⋆ = {ref.m, ref.m_star} vs {sim.m, sim.m_star}")
+    if until is not None:
+        T = int(np.searchsorted(ref.t[:T], until, side="right"))
+    ref, sim = ref.slice(T), sim.slice(T)
+    pairs = matching(ref, 0) if pairs is None else pairs
+    rows, cols = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    out = {}
+    for name, a, b in (("router", ref.router_alignment, sim.router_alignment),
+                       ("expert", ref.expert_alignment, sim.expert_alignment)):
+        out[f"teacher_max_{name}"] = float(np.max(np.abs(teacher_max(a) - teacher_max(b))))
+        out[f"matched_{name}"] = float(np.max(np.abs(a[:, rows, cols] - b[:, rows, cols])))
+    out["alignment"] = max(out["teacher_max_router"], out["teacher_max_expert"])
+    out["matched"] = max(out["matched_router"], out["matched_expert"])
+    dl = np.abs(sim.loss - ref.loss)
+    out["loss_abs"] = float(np.max(dl))
+    out["loss_rel"] = float(np.max(dl / np.abs(ref.loss)))
+    out["gram"] = float(np.max(np.abs(sim.gram - ref.gram)))
+    students = 2 * sim.m
+    out["norm_growth"] = float(np.max(sim.norms[:, :students] / sim.norms[:1, :students]) - 1.0)
+    t1_ref, t1_sim = pair_T1(ref, pairs, threshold), pair_T1(sim, pairs, threshold)
+    out["T1_ode"] = _overall(t1_ref)
+    out["T1_sim"] = _overall(t1_sim)
+    out["T1_per_pair_ode"] = [_nan_none(x) for x in t1_ref]
+    out["T1_per_pair_sim"] = [_nan_none(x) for x in t1_sim]
+    out["pairs"] = [list(map(int, p)) for p in pairs]
+    out["t_compared"] = float(ref.t[-1])
+    return out
+
+
+def agrees(dev: dict, tol: float) -> bool:
+    """Whether a simulation agrees with the ODE within ``tol`` (see the module docstring)."""
+    return dev["alignment"] <= tol and dev["matched"] <= tol and dev["loss_rel"] <= tol
+
+
+def fit_slope(x, y) -> float:
+    """Least-squares slope of log y against log x."""
+    x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def _overall(t1):
+    return None if np.any(np.isnan(t1)) else float(np.max(t1))
+
+
+def _nan_none(x):
+    return None if np.isnan(x) else float(x)
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+def save_times(lr: float, steps: int, save_every: int) -> np.ndarray:
+    """The times a simulation saves at: t = lr × min(k·save_every, steps), k = 0, 1, …"""
+    n = -(-steps // save_every)
+    return lr * np.minimum(np.arange(n + 1) * save_every, steps)
+
+
+def ode_at(V, W, V_star, W_star, times, gate="sigmoid", expert="he3", rtol=1e-10, atol=1e-12):
+    """The exact gradient flow from (V, W), saved at ``times`` (partial result if it stops)."""
+    try:
+        return gradient_flow(V, W, V_star, W_star, times, gate, expert, rtol=rtol, atol=atol)
+    except SolveError as err:
+        if isinstance(err.partial, tuple) and len(err.partial[0]) >= 2:
+            from .kernel import gram_loss
+            from .ode import loss_along
+
+            ts, gram, rs = err.partial
+            m, ms = np.asarray(V).shape[0], np.asarray(V_star).shape[0]
+            loss = loss_along(gram_loss(gate, expert, m, ms), gram)
+            return Trajectory(ts, gram, rs, loss, m, ms, {"source": "ode", "status": "partial", "error": str(err)})
+        raise
+
+
+def run_simulation(V, W, V_star, W_star, method, **options) -> tuple[Trajectory, str | None]:
+    """:func:`simulate`, returning (trajectory, error message or None); a diverged run's partial
+    trajectory is returned with its message."""
+    try:
+        return simulate(V, W, V_star, W_star, method=method, **options), None
+    except SolveError as err:
+        return err.partial, str(err)
+
+
+def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None, batch=None, n=None,
+                    seed=0, save_every=None, dtype="float64", gate="sigmoid", expert="he3", tol=0.05,
+                    rtol=1e-10, atol=1e-12, progress=False, log=None):
+    """Run the ODE and each simulator in ``methods`` from (V, W); returns (ode, sims, rows).
+
+    ``batch`` and ``n`` are passed to the methods that use them. ``rows`` holds one dict per
+    method: the options, the deviations (:func:`deviations`), the status and ``agrees``.
+    """
+    if not methods:
+        raise SpecError("method", f"give at least one of {list(METHODS)}")
+    for method in methods:
+        if method not in METHODS:
+            raise SpecError("method", f"got {method!r}; allowed: {list(METHODS)}")
+    opts, checked = {}, {}
+    for method in methods:
+        b = batch if method in USES_BATCH else None
+        k = n if method in USES_SAMPLES else None
+        checked[method] = check_options(method, lr, steps, t_end, b, k, seed, dtype, save_every)
+        opts[method] = {"lr": lr, "steps": checked[method]["steps"], "seed": seed, "dtype": dtype, "batch": b,
+                        "n": k, "save_every": checked[method]["save_every"], "gate": gate, "expert": expert}
+    first = checked[methods[0]]
+    times = save_times(first["lr"], first["steps"], first["save_every"])
+    log = log or (lambda msg: None)
+    log(f"ODE to t = {times[-1]:g} at {len(times)} times")
+    t0 = time.perf_counter()
+    ode = ode_at(V, W, V_star, W_star, times, gate, expert, rtol, atol)
+    ode.meta["wall_time_s"] = time.perf_counter() - t0
+    sims, rows = {}, []
+    for method in methods:
+        log(f"simulating {method} (lr = {lr:g}, {first['steps']} steps)")
+        traj, error = run_simulation(V, W, V_star, W_star, method, progress=progress, **opts[method])
+        sims[method] = traj
+        dev = deviations(ode, traj)
+        row = {"method": method, "lr": float(lr), "batch": opts[method]["batch"], "n": opts[method]["n"],
+               "seed": seed, "dtype": dtype, "steps": traj.meta["steps"], "status": traj.meta["status"],
+               "error": error, "wall_time_s": traj.meta["wall_time_s"], **dev}
+        row["agrees"] = bool(agrees(dev, tol)) and error is None
+        rows.append(row)
+    return ode, sims, rows
+
+
+# --- outputs ----------------------------------------------------------------------------------
+
+
+def format_table(rows, tol: float) -> str:
+    """The deviation table as Markdown."""
+    head = ("| method | lr | batch | n | alignment | matched | loss (abs) | loss (rel) | norm growth "
+            "| T₁ per pair, ODE | T₁ per pair, sim | wall (s) | status | agrees (tol " + f"{tol:g}) |")
+    lines = [head, "|" + "---|" * 14]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['lr']:g} | {_dash(r['batch'])} | {_dash(r['n'])} | "
+                     f"{r['alignment']:.3g} | {r['matched']:.3g} | {r['loss_abs']:.3g} | {r['loss_rel']:.3g} | "
+                     f"{r['norm_growth']:.3g} | {_fmt(r['T1_per_pair_ode'])} | {_fmt(r['T1_per_pair_sim'])} | "
+                     f"{r['wall_time_s']:.1f} | {r['status']} | {'yes' if r['agrees'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def _dash(x):
+    return "—" if x is None else str(x)
+
+
+def _fmt(xs):
+    return " / ".join("—" if x is None else f"{x:.2f}" for x in xs)
+
+
+SIM_LINESTYLES = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+
+
+def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
+    """Matched router and expert alignments, the loss and the norms: ODE (solid) against each
+    simulation (dashed, dotted, …), one colour per teacher."""
+    import matplotlib.pyplot as plt
+
+    from .plots import COLORS, STYLE, save
+
+    pairs = matching(ode, 0)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(13.5, 3.3), constrained_layout=True)
+        for ax, attr, name in ((axes[0], "router_alignment", r"router $\bar v_{i}^\top v^\star_j$ (matched)"),
+                               (axes[1], "expert_alignment", r"expert $\bar w_{i}^\top w^\star_j$ (matched)")):
+            for i, j in pairs:
+                c = COLORS[j % len(COLORS)]
+                ax.plot(ode.t, getattr(ode, attr)[:, i, j], color=c, lw=2.2, alpha=0.45,
+                        label=f"ODE, student {i} → teacher {j}")
+                for s, (method, traj) in enumerate(sims.items()):
+                    ax.plot(traj.t, getattr(traj, attr)[:, i, j], color=c, lw=1.1,
+                            ls=SIM_LINESTYLES[s % len(SIM_LINESTYLES)],
+                            label=method if (i, j) == pairs[0] else None)
+            ax.set_ylim(-1.05, 1.05)
+            ax.set_xlabel("flow time $t$ (simulation: lr × steps)")
+            ax.set_title(name)
+        axes[1].legend(loc="lower right", frameon=False, fontsize=6)
+        axes[2].semilogy(ode.t, ode.loss, color="k", lw=2.2, alpha=0.45, label="ODE")
+        axes[3].plot(ode.t, np.max(ode.norms[:, :2 * ode.m] / ode.norms[:1, :2 * ode.m], axis=1), color="k",
+                     lw=2.2, alpha=0.45, label="ODE")
+        for s, (method, traj) in enumerate(sims.items()):
+            ls = SIM_LINESTYLES[s % len(SIM_LINESTYLES)]
+            axes[2].semilogy(traj.t, traj.loss, color="k", ls=ls, lw=1.1, label=method)
+            ratio = traj.norms[:, :2 * traj.m] / traj.norms[:1, :2 * traj.m]
+            axes[3].plot(traj.t, np.max(ratio, axis=1), color="k", ls=ls, lw=1.1, label=f"{method} (max)")
+            axes[3].plot(traj.t, np.median(ratio, axis=1), color="#0072b2", ls=ls, lw=1.1,
+                         label=f"{method} (median)")
+        axes[2].set_title("population loss $L$")
+        axes[3].set_title(r"norm growth $\|u\|/\|u(0)\|$ (students)")
+        for ax in axes[2:]:
+            ax.set_xlabel("flow time $t$")
+            ax.legend(frameon=False)
+        if title:
+            fig.suptitle(title)
+        return save(fig, path)
+
+
+def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n=None, seed=0,
+                save_every=None, dtype="float64", tol=0.05, figure=None, progress=True, log=None) -> dict:
+    """``flowmoe compare``: ODE and simulators from the spec's start; write results into ``out``.
+
+    Writes ``ode.npz``, ``sim-METHOD.npz``, ``deviations.md``, ``summary.json`` and
+    ``compare.png`` (+ .svg); also the figure at ``figure`` if given.
+    """
+    from .init import initial_state
+    from .run import conventions, library_versions
+
+    out = Path(out)
+    m = spec.model
+    state = initial_state(m)
+    if state.vectors is None:
+        raise SpecError("init.sampler", "a comparison with a simulation in R^d needs init.sampler = 'vectors'")
+    V, W, Vs, Ws = state.vectors
+    if t_end is None and steps is None:
+        t_end = spec.solver.t_end
+    ode, sims, rows = compare_vectors(V, W, Vs, Ws, methods, lr=lr, steps=steps, t_end=t_end, batch=batch, n=n,
+                                      seed=seed, save_every=save_every, dtype=dtype, gate=m.gate,
+                                      expert=m.expert, tol=tol, rtol=spec.solver.rtol, atol=spec.solver.atol,
+                                      progress=progress, log=log)
+    out.mkdir(parents=True, exist_ok=True)
+    ode.meta.update({"spec": spec.to_dict()})
+    ode.save(out / "ode.npz")
+    files = ["ode.npz"]
+    for method, traj in sims.items():
+        traj.meta.update({"spec": spec.to_dict()})
+        traj.save(out / f"sim-{method}.npz")
+        files.append(f"sim-{method}.npz")
+    table = format_table(rows, tol)
+    (out / "deviations.md").write_text(table + "\n")
+    title = (f"{spec.name}: m*={m.m_star}, m={m.m}, d={m.d}; ODE (solid) vs "
+             + ", ".join(f"{r['method']} (lr={r['lr']:g}" + (f", B={r['batch']}" if r["batch"] else "")
+                         + (f", n={r['n']}" if r["n"] else "") + ")" for r in rows))
+    figs = [p.name for p in overlay_figure(ode, sims, out / "compare", title=title)]
+    if figure:
+        figs += [str(p) for p in overlay_figure(ode, sims, figure, title=title)]
+    record = {"spec": spec.to_dict(), "conventions": conventions(spec), "versions": library_versions(),
+              "tol": tol, "ode_wall_time_s": ode.meta.get("wall_time_s"), "rows": rows,
+              "files": files + ["deviations.md"] + figs}
+    (out / "summary.json").write_text(json.dumps(record, indent=2, default=str))
+    return record
+
+
+# --- convergence study ------------------------------------------------------------------------
+
+
+def study_vectors(V, W, V_star, W_star, *, t_end, lrs, lr_sgd, batches, seeds=(0,), n_save=100,
+                  metric="alignment", gate="sigmoid", expert="he3", rtol=1e-10, atol=1e-12, log=None) -> dict:
+    """Deviation against lr (population GD) and against batch size (online SGD at ``lr_sgd``).
+
+    Saves every ≈ t_end/n_save in flow time. For SGD, the deviation from the ODE and from
+    population GD at the same lr (its O(lr) bias removed), averaged over ``seeds``.
+    """
+    if metric not in METRICS:
+        raise SpecError("metric", f"got {metric!r}; allowed: {list(METRICS)}")
+    log = log or (lambda msg: None)
+    cache = {}
+
+    def reference(lr):
+        """(ODE, population GD) on the save grid of step lr."""
+        if lr not in cache:
+            every = max(1, int(round(t_end / n_save / lr)))
+            opts = check_options("population-gd", lr, t_end=t_end, save_every=every)
+            times = save_times(lr, opts["steps"], every)
+            ode = ode_at(V, W, V_star, W_star, times, gate, expert, rtol, atol)
+            pop, _ = run_simulation(V, W, V_star, W_star, "population-gd", lr=lr, t_end=t_end, save_every=every,
+                                    gate=gate, expert=expert)
+            cache[lr] = (ode, pop, every)
+        return cache[lr]
+
+    gd_dev = []
+    for lr in lrs:
+        ode, pop, _ = reference(lr)
+        gd_dev.append(deviations(ode, pop)[metric])
+        log(f"population GD lr = {lr:g}: {metric} deviation {gd_dev[-1]:.3g}")
+    ode, pop, every = reference(lr_sgd)
+    sgd_ode, sgd_pop = [], []
+    for B in batches:
+        a, b = [], []
+        for seed in seeds:
+            traj, _ = run_simulation(V, W, V_star, W_star, "online-sgd", lr=lr_sgd, t_end=t_end, batch=B,
+                                     seed=seed, save_every=every, gate=gate, expert=expert)
+            a.append(deviations(ode, traj)[metric])
+            b.append(deviations(pop, traj)[metric])
+        sgd_ode.append(float(np.mean(a)))
+        sgd_pop.append(float(np.mean(b)))
+        log(f"online SGD lr = {lr_sgd:g}, B = {B}: {metric} deviation from ODE {sgd_ode[-1]:.3g}, "
+            f"from population GD {sgd_pop[-1]:.3g}")
+    return {"metric": metric, "t_end": t_end, "lrs": list(map(float, lrs)), "gd_deviation": gd_dev,
+            "gd_slope": fit_slope(lrs, gd_dev), "lr_sgd": float(lr_sgd), "batches": list(map(int, batches)),
+            "seeds": list(seeds), "sgd_deviation_ode": sgd_ode, "sgd_deviation_pop": sgd_pop,
+            "sgd_slope_ode": fit_slope(batches, sgd_ode), "sgd_slope_pop": fit_slope(batches, sgd_pop)}
+
+
+def study_figure(res: dict, path, title: str | None = None):
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    from .plots import STYLE, save
+
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3), constrained_layout=True)
+        lrs, dev = np.array(res["lrs"]), np.array(res["gd_deviation"])
+        axes[0].loglog(lrs, dev, "o-", color="k", label=f"population GD vs ODE (slope {res['gd_slope']:.2f})")
+        axes[0].loglog(lrs, dev[0] * lrs / lrs[0], ":", color="#0072b2", label="slope 1")
+        axes[0].set_xlabel("lr")
+        axes[0].set_ylabel(f"max deviation ({res['metric']})")
+        axes[0].set_title(f"population GD, t ≤ {res['t_end']:g}")
+        B = np.array(res["batches"])
+        a, b = np.array(res["sgd_deviation_ode"]), np.array(res["sgd_deviation_pop"])
+        axes[1].loglog(B, a, "o-", color="k", label=f"SGD vs ODE (slope {res['sgd_slope_ode']:.2f})")
+        axes[1].loglog(B, b, "s--", color="#d55e00", label=f"SGD vs population GD (slope {res['sgd_slope_pop']:.2f})")
+        axes[1].loglog(B, b[0] * np.sqrt(B[0] / B), ":", color="#0072b2", label="slope −½")
+        axes[1].set_xlabel("batch size B")
+        axes[1].set_title(f"online SGD, lr = {res['lr_sgd']:g}, t ≤ {res['t_end']:g}")
+        for ax in axes:
+            ax.legend(frameon=False)
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        if title:
+            fig.suptitle(title)
+        return save(fig, path)
+
+
+def study_job(spec, out, *, t_end, lr, batch, lr_factors=(1, 0.5, 0.25, 0.125), batch_factors=(1, 4, 16, 64),
+              seeds=(0,), metric="alignment", log=None) -> dict:
+    from .init import initial_state
+
+    state = initial_state(spec.model)
+    if state.vectors is None:
+        raise SpecError("init.sampler", "the study needs init.sampler = 'vectors'")
+    m = spec.model
+    lrs = [lr * f for f in lr_factors]
+    batches = [max(1, int(round(batch * f))) for f in batch_factors]
+    res = study_vectors(*state.vectors, t_end=t_end, lrs=lrs, lr_sgd=lr, batches=batches, seeds=seeds,
+                        metric=metric, gate=m.gate, expert=m.expert, log=log)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = study_figure(res, out / "study", title=f"{spec.name}: m*={m.m_star}, m={m.m}, d={m.d}")
+    res["spec"] = spec.to_dict()
+    res["files"] = [str(p) for p in figs]
+    (out / "study.json").write_text(json.dumps(res, indent=2, default=str))
+    return res
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def _cmd_compare(args) -> int:
+    from .cli import default_out, resolve_spec
+    from .run import log
+
+    spec = resolve_spec(args)
+    out = Path(args.out) if args.out else default_out("compare", spec.name)
+    t_end = args.t_end if args.t_end is not None else spec.solver.t_end
+    if args.study:
+        res = study_job(spec, out, t_end=t_end, lr=args.lr, batch=args.batch, seeds=tuple(range(args.seeds)),
+                        metric=args.metric, log=None if args.quiet else log)
+        print(f"population GD: {res['metric']} deviation vs lr {res['lrs']}: "
+              f"{[f'{x:.3g}' for x in res['gd_deviation']]}; fitted slope {res['gd_slope']:.3f} (expected ≈ 1)")
+        print(f"online SGD (lr = {res['lr_sgd']:g}): deviation vs B {res['batches']}: from the ODE "
+              f"{[f'{x:.3g}' for x in res['sgd_deviation_ode']]} (slope {res['sgd_slope_ode']:.3f}); from population "
+              f"GD {[f'{x:.3g}' for x in res['sgd_deviation_pop']]} (slope {res['sgd_slope_pop']:.3f}, expected ≈ −0.5)")
+        print(f"wrote {out / 'study.json'}, {res['files'][0]}")
+        return 0
+    record = compare_job(spec, out, args.method, lr=args.lr, t_end=t_end, batch=args.batch, n=args.n,
+                         seed=args.seed, save_every=args.save_every,
+                         dtype="float32" if args.float32 else "float64", tol=args.tol, figure=args.figure,
+                         progress=not args.quiet, log=None if args.quiet else log)
+    print(format_table(record["rows"], args.tol))
+    for row in record["rows"]:
+        if row["error"]:
+            print(f"{row['method']}: {row['error']}")
+    print(f"wrote {out}/: {', '.join(record['files'])}")
+    return 0
+
+
+def register(sub) -> None:
+    from .cli import add_spec_arguments
+
+    p = sub.add_parser("compare", help="run the ODE and finite-step training in R^d from one start; compare them",
+                       description="Sample a start in R^d, integrate the exact Gram ODE and run simulators "
+                                   "(population-gd, online-sgd, gd on n samples, minibatch-sgd) from it; write "
+                                   "overlay plots, a table of deviations and summary.json. --study: deviation "
+                                   "against lr (population GD) and batch size (online SGD) with fitted slopes.")
+    add_spec_arguments(p, default_preset="small")
+    p.add_argument("--method", nargs="+", default=["online-sgd"], choices=METHODS,
+                   help="one or more simulators (default: online-sgd)")
+    p.add_argument("--lr", type=float, default=0.01, help="step size; flow time t = lr × steps (default 0.01)")
+    p.add_argument("--t-end", type=float, default=None, help="flow time to simulate (default: the spec's solver.t_end)")
+    p.add_argument("--batch", type=int, default=1000, help="batch size for online-sgd, minibatch-sgd (default 1000)")
+    p.add_argument("--n", type=int, default=10000, help="number of fixed samples for gd, minibatch-sgd (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulation's random draws (default 0)")
+    p.add_argument("--save-every", type=int, default=None, help="steps between saves (default: about 200 saves)")
+    p.add_argument("--float32", action="store_true", help="simulate in single precision (default float64)")
+    p.add_argument("--tol", type=float, default=0.05, help="agreement tolerance on the deviations (default 0.05)")
+    p.add_argument("--figure", help="also write the overlay figure here (PNG + SVG), e.g. plots/fig1-sgd-vs-ode")
+    p.add_argument("--study", action="store_true",
+                   help="convergence study: population GD at lr × (1, ½, ¼, ⅛), online SGD at batch × (1, 4, 16, 64)")
+    p.add_argument("--seeds", type=int, default=1, help="study: SGD seeds averaged per batch size (default 1)")
+    p.add_argument("--metric", default="alignment", choices=METRICS, help="study: deviation measure")
+    p.add_argument("--out", help="output folder (default: runs/compare-PRESET-TIMESTAMP)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_compare)

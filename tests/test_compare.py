@@ -1,0 +1,143 @@
+"""The comparison of the ODE with simulations (flowmoe.compare): metrics, the command, the study.
+
+The metrics are checked on synthetic trajectories whose deviations are known in closed form; the
+comparison must catch deliberately wrong gradients; the command's saved files are re-read and the
+deviations recomputed from them with numpy.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from test_simulate import random_start
+
+import flowmoe
+from flowmoe.cli import main
+from flowmoe.compare import agrees, deviations, fit_slope, ode_at, study_vectors, teacher_max
+
+
+def synthetic(rng, T=6, m=3, m_star=2, loss=None):
+    """A trajectory with random (not necessarily PSD) Gram entries: only the metrics look at it."""
+    n = 2 * (m + m_star)
+    G = rng.uniform(-1, 1, (T, n, n))
+    G = 0.5 * (G + np.swapaxes(G, 1, 2))
+    G[:, np.arange(n), np.arange(n)] = 1.0
+    loss = rng.uniform(0.5, 2.0, T) if loss is None else loss
+    return flowmoe.Trajectory(np.linspace(0, 1, T), G, np.ones((T, n)), loss, m, m_star)
+
+
+def permute_students(traj, perm):
+    m, ms = traj.m, traj.m_star
+    order = np.concatenate([perm, m + np.asarray(perm), 2 * m + np.arange(2 * ms)])
+    return flowmoe.Trajectory(traj.t, traj.gram[:, order][:, :, order], traj.norms[:, order], traj.loss,
+                              m, ms)
+
+
+def test_teacher_max_and_permutation_invariance(rng):
+    ref = synthetic(rng)
+    gamma = ref.expert_alignment
+    tm = teacher_max(gamma)
+    for t in range(len(ref)):
+        np.testing.assert_array_equal(tm[t], sorted(gamma[t].max(axis=0), reverse=True))
+    perm = [2, 0, 1]
+    sim = permute_students(ref, perm)
+    dev = deviations(ref, sim, pairs=[(0, 0), (1, 1)])
+    assert dev["alignment"] == 0.0 and dev["loss_abs"] == 0.0
+    # the matched alignments see the permutation: γ_sim[:, 0, 0] = γ_ref[:, 2, 0]
+    expect = max(np.max(np.abs(ref.router_alignment[:, [2, 0], [0, 1]] - ref.router_alignment[:, [0, 1], [0, 1]])),
+                 np.max(np.abs(ref.expert_alignment[:, [2, 0], [0, 1]] - ref.expert_alignment[:, [0, 1], [0, 1]])))
+    assert dev["matched"] == pytest.approx(expect, abs=1e-15) and expect > 0
+
+
+def test_known_deviations(rng):
+    ref = synthetic(rng, loss=np.full(6, 2.0))
+    G = ref.gram.copy()
+    m, ms = ref.m, ref.m_star
+    i, j = 1, 0                                    # expert of student 1 against teacher expert 0
+    p, q = m + i, 2 * m + ms + j
+    G[3, p, q] = G[3, q, p] = G[3, p, q] + 0.125
+    loss = ref.loss.copy()
+    loss[4] *= 1.1
+    sim = flowmoe.Trajectory(ref.t, G, ref.norms, loss, m, ms)
+    dev = deviations(ref, sim, pairs=[(i, j), (0, 1)])
+    assert dev["matched_expert"] == pytest.approx(0.125, abs=1e-15) and dev["matched_router"] == 0.0
+    assert dev["gram"] == pytest.approx(0.125, abs=1e-15)
+    assert dev["loss_abs"] == pytest.approx(0.2, abs=1e-14) and dev["loss_rel"] == pytest.approx(0.1, abs=1e-14)
+    assert deviations(ref, sim, until=ref.t[2])["gram"] == 0.0          # before the change
+    assert not agrees(dev, 0.1) and agrees(dev, 0.13)
+    with pytest.raises(flowmoe.SpecError):
+        deviations(ref, flowmoe.Trajectory(ref.t + 0.5, G, ref.norms, loss, m, ms))
+
+
+def test_fit_slope_closed_form():
+    x = np.array([1.0, 4.0, 16.0, 64.0])
+    assert fit_slope(x, 3.0 * x**-0.5) == pytest.approx(-0.5, abs=1e-12)
+    assert fit_slope(x, 0.2 * x) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_wrong_gradients_are_caught(rng):
+    """Population GD with the router gradient's sign flipped, or with a gradient 10 % too large
+    (a wrong time map), is flagged by the comparison; the correct gradient agrees within 0.01."""
+    V, W, Vs, Ws = random_start(rng, 10, 3, 2, warm=0.6)
+    kw = dict(method="population-gd", lr=0.01, t_end=4.0, save_every=20)
+    good = flowmoe.simulate(V, W, Vs, Ws, **kw)
+    ode = ode_at(V, W, Vs, Ws, good.t)
+    dev_good = deviations(ode, good)
+    assert agrees(dev_good, 0.01), dev_good
+    flipped = flowmoe.simulate(V, W, Vs, Ws, grad_transform=lambda gV, gW: (-gV, gW), **kw)
+    dev_flip = deviations(ode, flipped)
+    assert not agrees(dev_flip, 0.05) and dev_flip["matched_router"] > 0.2, dev_flip
+    scaled = flowmoe.simulate(V, W, Vs, Ws, grad_transform=lambda gV, gW: (1.1 * gV, 1.1 * gW), **kw)
+    dev_scaled = deviations(ode, scaled)
+    assert not agrees(dev_scaled, 0.01), dev_scaled
+
+
+def test_compare_command_writes_consistent_results(tmp_path):
+    out = tmp_path / "cmp"
+    code = main(["compare", "--preset", "small", "--set", "model.d=10", "--method", "population-gd", "online-sgd",
+                 "--lr", "0.01", "--t-end", "1", "--batch", "256", "--save-every", "10", "--tol", "0.05",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    record = json.loads((out / "summary.json").read_text())
+    for name in ("ode.npz", "sim-population-gd.npz", "sim-online-sgd.npz", "deviations.md", "compare.png",
+                 "compare.svg"):
+        assert (out / name).exists(), name
+    ode = flowmoe.Trajectory.load(out / "ode.npz")
+    rows = {r["method"]: r for r in record["rows"]}
+    spec = flowmoe.RunSpec.from_dict(record["spec"])
+    V, W, Vs, Ws = flowmoe.init.initial_state(spec.model).vectors
+    # the ODE and the simulations start from the spec's sampled vectors, at t = lr × steps
+    np.testing.assert_allclose(ode.gram[0], flowmoe.init.gram_from_vectors(V, W, Vs, Ws)[0], atol=1e-14)
+    np.testing.assert_allclose(ode.t, 0.01 * np.arange(0, 101, 10), rtol=1e-14)
+    for method in ("population-gd", "online-sgd"):
+        sim = flowmoe.Trajectory.load(out / f"sim-{method}.npz")
+        np.testing.assert_array_equal(sim.t, ode.t)
+        assert sim.meta["method"] == method and sim.meta["time"] == "t = lr * steps"
+        # recompute two deviations from the saved arrays
+        assert rows[method]["loss_abs"] == pytest.approx(np.max(np.abs(sim.loss - ode.loss)), rel=1e-12)
+        assert rows[method]["gram"] == pytest.approx(np.max(np.abs(sim.gram - ode.gram)), rel=1e-12)
+    assert rows["population-gd"]["agrees"]      # lr = 0.01 over t ≤ 1: within tol 0.05
+    assert rows["online-sgd"]["batch"] == 256 and rows["population-gd"]["batch"] is None
+    assert "| population-gd | 0.01 |" in (out / "deviations.md").read_text()
+
+
+@pytest.mark.parametrize("argv,needle", [(["--lr", "-1"], "lr"), (["--batch", "0"], "batch"),
+                                         (["--set", "init.sampler=gram"], "init.sampler")])
+def test_compare_command_bad_input(tmp_path, capsys, argv, needle):
+    code = main(["compare", "--preset", "small", "--t-end", "0.1", "--out", str(tmp_path / "x"), "--quiet", *argv])
+    assert code == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_convergence_study_slopes(rng):
+    """d = 30, m = m⋆ = 2, warm start, t ≤ 2. Population GD at lr = 0.02 … 0.0025: fitted slope
+    1 ± 0.1. Online SGD at lr = 0.01, B = 1000 … 64000, against population GD at the same lr
+    (bias removed), 2 seeds: slope −½ within [−0.8, −0.4] (the noise is O(√(lr/B)); the
+    noise-induced drift and norm growth, O(lr·d/B), steepen it at small B)."""
+    V, W, Vs, Ws = random_start(rng, 30, 2, 2, warm=0.6)
+    res = study_vectors(V, W, Vs, Ws, t_end=2.0, lrs=[0.02, 0.01, 0.005, 0.0025], lr_sgd=0.01,
+                        batches=[1000, 4000, 16000, 64000], seeds=(0, 1), n_save=40)
+    assert abs(res["gd_slope"] - 1.0) < 0.1, res
+    assert -0.8 < res["sgd_slope_pop"] < -0.4, res
+
