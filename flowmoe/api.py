@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import jax.numpy as jnp
 
-from .errors import SpecError
+from .errors import SolveError, SpecError
 from .gates import get_expert, get_gate
 from .init import gram_from_vectors
 from .kernel import gram_loss
@@ -97,12 +97,24 @@ def gradient_flow(V, W, V_star, W_star, times, gate="sigmoid", expert="he3", *, 
 def flow_from_gram(G0, r0, m, m_star, ts, gate="sigmoid", expert="he3", *, backend="diffrax",
                    method="tsit5", rtol=1e-8, atol=1e-10, max_steps=1_000_000, norms="fixed",
                    norm_drift_lr=0.0, state="factor", progress=False) -> Trajectory:
-    """Gradient flow from a Gram matrix and norms (the d-free entry point)."""
+    """Gradient flow from a Gram matrix and norms (the d-free entry point).
+
+    If the solver stops early, raises :class:`SolveError` whose ``partial`` is the Trajectory up
+    to the last good saved time (or None if fewer than two times were reached).
+    """
     gate, expert = get_gate(gate, "gate"), get_expert(expert, "expert")
     ode = gram_ode(gate, expert, m, m_star, norm_drift_lr)
-    gram, rs, info = integrate(ode, G0, r0, ts, backend=backend, method=method, rtol=rtol, atol=atol,
-                               max_steps=max_steps, norms=norms, progress=progress, state=state)
-    loss = loss_along(ode.loss_fn, gram)
     meta = {"source": "ode", "gate": gate.convention(), "expert": expert.convention(),
-            "time": "gradient-flow time t", "solver": info}
-    return Trajectory(ts, gram, rs, loss, m, m_star, meta)
+            "time": "gradient-flow time t"}
+    try:
+        gram, rs, info = integrate(ode, G0, r0, ts, backend=backend, method=method, rtol=rtol, atol=atol,
+                                   max_steps=max_steps, norms=norms, progress=progress, state=state)
+    except SolveError as err:
+        pts, pgram, prs = err.partial
+        partial = None
+        if len(pts) >= 2:
+            partial = Trajectory(pts, pgram, prs, loss_along(ode.loss_fn, pgram), m, m_star,
+                                 {**meta, "status": "partial", "error": str(err)})
+        raise SolveError(str(err), partial=partial) from None
+    meta["solver"] = info
+    return Trajectory(ts, gram, rs, loss_along(ode.loss_fn, gram), m, m_star, meta)

@@ -126,14 +126,8 @@ def ode_at(V, W, V_star, W_star, times, gate="sigmoid", expert="he3", rtol=1e-10
     try:
         return gradient_flow(V, W, V_star, W_star, times, gate, expert, rtol=rtol, atol=atol)
     except SolveError as err:
-        if isinstance(err.partial, tuple) and len(err.partial[0]) >= 2:
-            from .kernel import gram_loss
-            from .ode import loss_along
-
-            ts, gram, rs = err.partial
-            m, ms = np.asarray(V).shape[0], np.asarray(V_star).shape[0]
-            loss = loss_along(gram_loss(gate, expert, m, ms), gram)
-            return Trajectory(ts, gram, rs, loss, m, ms, {"source": "ode", "status": "partial", "error": str(err)})
+        if err.partial is not None:
+            return err.partial
         raise
 
 
@@ -148,7 +142,7 @@ def run_simulation(V, W, V_star, W_star, method, **options) -> tuple[Trajectory,
 
 def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None, batch=None, n=None,
                     seed=0, save_every=None, dtype="float64", gate="sigmoid", expert="he3", tol=0.05,
-                    rtol=1e-10, atol=1e-12, progress=False, log=None):
+                    rtol=1e-10, atol=1e-12, progress=False, log=None, project=False):
     """Run the ODE and each simulator in ``methods`` from (V, W); returns (ode, sims, rows).
 
     ``batch`` and ``n`` are passed to the methods that use them. ``rows`` holds one dict per
@@ -165,7 +159,8 @@ def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None
         k = n if method in USES_SAMPLES else None
         checked[method] = check_options(method, lr, steps, t_end, b, k, seed, dtype, save_every)
         opts[method] = {"lr": lr, "steps": checked[method]["steps"], "seed": seed, "dtype": dtype, "batch": b,
-                        "n": k, "save_every": checked[method]["save_every"], "gate": gate, "expert": expert}
+                        "n": k, "save_every": checked[method]["save_every"], "gate": gate, "expert": expert,
+                        "project": project}
     first = checked[methods[0]]
     times = save_times(first["lr"], first["steps"], first["save_every"])
     log = log or (lambda msg: None)
@@ -180,7 +175,8 @@ def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None
         sims[method] = traj
         dev = deviations(ode, traj)
         row = {"method": method, "lr": float(lr), "batch": opts[method]["batch"], "n": opts[method]["n"],
-               "seed": seed, "dtype": dtype, "steps": traj.meta["steps"], "status": traj.meta["status"],
+               "seed": seed, "dtype": dtype, "project": project, "steps": traj.meta["steps"],
+               "status": traj.meta["status"],
                "error": error, "wall_time_s": traj.meta["wall_time_s"], **dev}
         row["agrees"] = bool(agrees(dev, tol)) and error is None
         rows.append(row)
@@ -259,7 +255,8 @@ def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
 
 
 def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n=None, seed=0,
-                save_every=None, dtype="float64", tol=0.05, figure=None, progress=True, log=None) -> dict:
+                save_every=None, dtype="float64", tol=0.05, figure=None, progress=True, log=None,
+                project=False) -> dict:
     """``flowmoe compare``: ODE and simulators from the spec's start; write results into ``out``.
 
     Writes ``ode.npz``, ``sim-METHOD.npz``, ``deviations.md``, ``summary.json`` and
@@ -279,7 +276,7 @@ def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n
     ode, sims, rows = compare_vectors(V, W, Vs, Ws, methods, lr=lr, steps=steps, t_end=t_end, batch=batch, n=n,
                                       seed=seed, save_every=save_every, dtype=dtype, gate=m.gate,
                                       expert=m.expert, tol=tol, rtol=spec.solver.rtol, atol=spec.solver.atol,
-                                      progress=progress, log=log)
+                                      progress=progress, log=log, project=project)
     out.mkdir(parents=True, exist_ok=True)
     ode.meta.update({"spec": spec.to_dict()})
     ode.save(out / "ode.npz")
@@ -291,7 +288,7 @@ def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n
     table = format_table(rows, tol)
     (out / "deviations.md").write_text(table + "\n")
     title = (f"{spec.name}: m*={m.m_star}, m={m.m}, d={m.d}; ODE (solid) vs "
-             + ", ".join(f"{r['method']} (lr={r['lr']:g}" + (f", B={r['batch']}" if r["batch"] else "")
+             + ", ".join(("projected " if project else "") + f"{r['method']} (lr={r['lr']:g}" + (f", B={r['batch']}" if r["batch"] else "")
                          + (f", n={r['n']}" if r["n"] else "") + ")" for r in rows))
     figs = [p.name for p in overlay_figure(ode, sims, out / "compare", title=title)]
     if figure:
@@ -427,7 +424,7 @@ def _cmd_compare(args) -> int:
     record = compare_job(spec, out, args.method, lr=args.lr, t_end=t_end, batch=args.batch, n=args.n,
                          seed=args.seed, save_every=args.save_every,
                          dtype="float32" if args.float32 else "float64", tol=args.tol, figure=args.figure,
-                         progress=not args.quiet, log=None if args.quiet else log)
+                         progress=not args.quiet, log=None if args.quiet else log, project=args.project)
     print(format_table(record["rows"], args.tol))
     for row in record["rows"]:
         if row["error"]:
@@ -454,6 +451,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation's random draws (default 0)")
     p.add_argument("--save-every", type=int, default=None, help="steps between saves (default: about 200 saves)")
     p.add_argument("--float32", action="store_true", help="simulate in single precision (default float64)")
+    p.add_argument("--project", action="store_true",
+                   help="projected (spherical) steps: rescale every vector to its initial norm after each step")
     p.add_argument("--tol", type=float, default=0.05, help="agreement tolerance on the deviations (default 0.05)")
     p.add_argument("--figure", help="also write the overlay figure here (PNG + SVG), e.g. plots/fig1-sgd-vs-ode")
     p.add_argument("--study", action="store_true",

@@ -213,9 +213,21 @@ def _solve_scipy(ode: GramODE, G0, r0, ts, method, rtol, atol, norms, state):
     return Y[:, : n * n].reshape(-1, n, n), Y[:, n * n:], ok, message, nfev
 
 
+LOSS_BLOCK = 64
+
+
 def loss_along(loss_fn: GramLoss, gram) -> np.ndarray:
-    """Population loss at each saved Gram matrix."""
-    return np.asarray(_batched_loss(loss_fn)(jnp.asarray(gram)))
+    """Population loss at each saved Gram matrix (evaluated in blocks of a fixed size, so any
+    number of saved times shares one compiled function)."""
+    gram = np.asarray(gram, dtype=np.float64)
+    T = gram.shape[0]
+    if T == 0:
+        return np.zeros(0)
+    pad = (-T) % LOSS_BLOCK
+    padded = np.concatenate([gram, np.broadcast_to(gram[-1], (pad,) + gram.shape[1:])]) if pad else gram
+    fn = _batched_loss(loss_fn)
+    out = [np.asarray(fn(jnp.asarray(padded[k:k + LOSS_BLOCK]))) for k in range(0, len(padded), LOSS_BLOCK)]
+    return np.concatenate(out)[:T]
 
 
 @functools.lru_cache(maxsize=None)

@@ -16,7 +16,6 @@ from .init import initial_state
 from .observables import summarize
 from .plots import alignment_figure
 from .spec import RunSpec
-from .trajectory import Trajectory
 
 
 def library_versions() -> dict:
@@ -78,13 +77,9 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
     except SolveError as err:
         status, error = "partial", str(err)
         log(f"WARNING: {err}")
-        pts, pgram, prs = err.partial
-        if len(pts) < 2:
+        if err.partial is None:
             raise
-        from .kernel import gram_loss
-        from .ode import loss_along
-        loss = loss_along(gram_loss(m.gate, m.expert, m.m, m.m_star), pgram)
-        traj = Trajectory(pts, pgram, prs, loss, m.m, m.m_star, {"source": "ode", "status": "partial"})
+        traj = err.partial
     walls["integrate_s"] = time.perf_counter() - t1
     traj.meta.update({"spec": spec.to_dict(), "conventions": conventions(spec)})
     traj.save(out / "trajectory.npz")

@@ -74,6 +74,8 @@ class Data(NamedTuple):
     y: jax.Array
     key: jax.Array
     limit: jax.Array
+    r0V: jax.Array
+    r0W: jax.Array
 
 
 def _gradient(method: str, model: MoEModel, batch: int, n: int, d: int, dtype):
@@ -99,7 +101,7 @@ def _gradient(method: str, model: MoEModel, batch: int, n: int, d: int, dtype):
 
 
 @functools.cache
-def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform):
+def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform, project=False):
     """The compiled ``run(state, data, lr, total, save_every, count)`` of one configuration."""
     dtype = DTYPES[dtype_name]
     grad = _gradient(method, model, batch, n, d, dtype)
@@ -114,7 +116,11 @@ def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform)
         gV, gW = grad(s, data)
         if transform is not None:
             gV, gW = transform(gV, gW)
-        return State(s.V - lr * gV.astype(dtype), s.W - lr * gW.astype(dtype), s.k + 1, s.perm)
+        V, W = s.V - lr * gV.astype(dtype), s.W - lr * gW.astype(dtype)
+        if project:  # back onto the spheres of the initial norms (the model only sees directions)
+            V = V * (data.r0V / jnp.linalg.norm(V, axis=1))[:, None]
+            W = W * (data.r0W / jnp.linalg.norm(W, axis=1))[:, None]
+        return State(V, W, s.k + 1, s.perm)
 
     def health(s: State, data: Data):
         r = jnp.concatenate([jnp.linalg.norm(s.V, axis=1), jnp.linalg.norm(s.W, axis=1)])
@@ -214,7 +220,7 @@ def check_options(method, lr, steps=None, t_end=None, batch=None, n=None, seed=0
 
 def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, t_end=None, batch=None,
              n=None, seed=0, gate="sigmoid", expert="he3", save_every=None, dtype="float64",
-             max_norm_growth=10.0, grad_transform=None, progress=False) -> Trajectory:
+             max_norm_growth=10.0, grad_transform=None, project=False, progress=False) -> Trajectory:
     """Train the student (V, W) against the teacher (V⋆, W⋆) by finite steps in R^d.
 
     ``method`` is one of :data:`METHODS`; ``lr`` the step η; give ``steps`` or a flow time
@@ -225,6 +231,10 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     simulation in single precision (explicit opt-in; the stored results are float64).
     ``grad_transform(gV, gW) → (gV, gW)`` is applied to every gradient before the step (for
     experiments, e.g. a deliberately wrong gradient in tests).
+    ``project=True`` rescales every row back to its initial norm after each step (projected, or
+    spherical, SGD/GD). The model only sees directions, so this changes nothing but the norms; it
+    removes the noise-driven norm growth that slows plain SGD at large d/B (effective step
+    η/‖u‖²), and the step then follows the flow on the spheres of the initial norms.
 
     Returns a :class:`Trajectory` (``t``, ``gram``, ``norms``, ``loss``, ``meta``); raises
     :class:`SolveError` with the partial Trajectory if the run diverges.
@@ -252,13 +262,14 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     r0 = np.concatenate([np.linalg.norm(V, axis=1), np.linalg.norm(W, axis=1)])
     growth = opts["max_norm_growth"]
     limit = jnp.asarray(r0 * growth if growth is not None else np.full_like(r0, np.inf), jdt)
-    data = Data(Vs, Ws, X, y, step_key, limit)
+    data = Data(Vs, Ws, X, y, step_key, limit, jnp.asarray(np.linalg.norm(V, axis=1), jdt),
+                jnp.asarray(np.linalg.norm(W, axis=1), jdt))
     state = State(jnp.asarray(V, jdt), jnp.asarray(W, jdt), jnp.asarray(0),
                   jnp.zeros((n_fixed if method == "minibatch-sgd" else 0,), jnp.int32))
 
     n_saves = -(-steps // every)
     chunk = CHUNK  # fixed, so that runs of any length share one compiled function
-    run = _runner(method, model, B, n_fixed, d, m, m_star, opts["dtype"], chunk, grad_transform)
+    run = _runner(method, model, B, n_fixed, d, m, m_star, opts["dtype"], chunk, grad_transform, bool(project))
     lr_arr, total, every_arr = jnp.asarray(opts["lr"], jdt), jnp.asarray(steps), jnp.asarray(every)
 
     G0 = np.asarray(_jitted(gram_of)(state.V, state.W, Vs, Ws), dtype=np.float64)
@@ -295,6 +306,7 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
             "max_norm_growth": growth, "gate": gate_obj.convention(), "expert": expert_obj.convention(),
             "d": d, "samples_per_step": samples, "wall_time_s": wall,
             "grad_transform": None if grad_transform is None else repr(grad_transform),
+            "project": bool(project),
             "status": "ok" if failure is None else "diverged"}
     traj = Trajectory(opts["lr"] * ks, gram, np.concatenate(norms), loss, m, m_star, meta)
     if failure is not None:

@@ -183,3 +183,16 @@ def test_orthogonal_router_init(sampler):
     if sampler == "vectors":
         V, W, _, _ = state.vectors
         np.testing.assert_allclose(np.sum(V * W, axis=1), 0.0, atol=1e-14)
+
+
+def test_solver_failure_keeps_a_partial_trajectory():
+    spec = flowmoe.load_preset("small")
+    st = initial_state(spec.model)
+    ts = np.linspace(0, 50, 101)
+    with pytest.raises(flowmoe.SolveError) as err:
+        flowmoe.flow_from_gram(st.gram, st.norms, 2, 1, ts, max_steps=40)
+    part = err.value.partial
+    assert isinstance(part, flowmoe.Trajectory) and 2 <= len(part) < len(ts)
+    full = flowmoe.flow_from_gram(st.gram, st.norms, 2, 1, ts)
+    # What was kept is the true solution on the reached times (independent full solve).
+    np.testing.assert_allclose(part.gram, full.gram[: len(part)], atol=1e-7)

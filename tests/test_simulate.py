@@ -281,3 +281,23 @@ def test_bad_vectors_are_rejected(rng):
 
 def test_methods_listed():
     assert METHODS == ("population-gd", "online-sgd", "gd", "minibatch-sgd")
+
+
+def test_projected_population_gd_keeps_norms_and_converges_to_the_flow():
+    """Projected (spherical) GD: norms exactly constant; deviation from the ODE halves with lr."""
+    from flowmoe.compare import ode_at
+
+    rng = np.random.default_rng(7)
+    d, m, ms = 20, 3, 2
+    Q, _ = np.linalg.qr(rng.standard_normal((d, 2 * ms)))
+    Vs, Ws = Q.T[:ms], Q.T[ms:]
+    V = rng.standard_normal((m, d)) / np.sqrt(d) + 0.3 * np.vstack([Vs, Vs[:1]])
+    W = rng.standard_normal((m, d)) / np.sqrt(d) + 0.3 * np.vstack([Ws, Ws[:1]])
+    devs = []
+    for lr in (0.02, 0.01):
+        sim = flowmoe.simulate(V, W, Vs, Ws, method="population-gd", lr=lr, t_end=4.0, save_every=int(round(1 / lr)),
+                               project=True)
+        np.testing.assert_allclose(sim.norms, np.broadcast_to(sim.norms[0], sim.norms.shape), rtol=1e-12)
+        ode = ode_at(V, W, Vs, Ws, sim.t)
+        devs.append(np.max(np.abs(sim.gram - ode.gram)))
+    assert 1.7 < devs[0] / devs[1] < 2.3, devs
