@@ -116,5 +116,5 @@ def flow_from_gram(G0, r0, m, m_star, ts, gate="sigmoid", expert="he3", *, backe
             partial = Trajectory(pts, pgram, prs, loss_along(ode.loss_fn, pgram), m, m_star,
                                  {**meta, "status": "partial", "error": str(err)})
         raise SolveError(str(err), partial=partial) from None
-    meta["solver"] = info
+    meta["solver"] = {**info, "norm_drift_lr": float(norm_drift_lr), "max_steps": int(max_steps)}
     return Trajectory(ts, gram, rs, loss_along(ode.loss_fn, gram), m, m_star, meta)

@@ -16,7 +16,8 @@ from pathlib import Path
 from .errors import SolveError, SpecError
 
 # Modules that provide ``register(subparsers)``; each adds one or more commands.
-COMMAND_MODULES = ["flowmoe.cli", "flowmoe.prune"]
+COMMAND_MODULES = ["flowmoe.cli", "flowmoe.prune", "flowmoe.compare", "flowmoe.portrait", "flowmoe.figures",
+                   "flowmoe.verify"]
 
 
 def resolve_spec(args):

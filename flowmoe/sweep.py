@@ -1,0 +1,312 @@
+"""Sweeps over seeds (and other spec fields): parallel, cached per run, resumable, with progress.
+
+A sweep runs one *job* on each member spec. A job is a picklable object with
+
+1. ``describe() -> dict``: its options (JSON), part of every member's cache key;
+2. ``__call__(spec) -> (record, trajectory | None)``: ``record`` a JSON-serialisable dict, the
+   trajectory optional (saved beside it when the job returns one).
+
+Cache: ``FOLDER/<key>.json`` (+ ``FOLDER/<key>.npz``) with key = SHA-256 of the member's full spec
+(seed included), the job's options, the flowmoe version and :data:`CACHE_VERSION`. Files are
+written to a temporary name and renamed, the JSON last, so an interrupted sweep leaves only
+complete runs; a restart loads every cached run and computes only the rest. A member whose solve
+fails (:class:`~flowmoe.errors.SolveError`, :class:`~flowmoe.errors.SpecError`) is recorded as failed
+with its message (and cached: the same spec fails the same way; ``retry_failed=True`` recomputes
+it); any other exception is recorded as failed but not cached. Either way the other members go on.
+
+Parallelism: ``workers > 1`` runs members in a pool of processes (spawn; each process compiles the
+model once). Members of one sweep share a model structure, so within a process one compile serves
+them all; :func:`integrate_spec` integrates in chunks of :data:`flowmoe.phases.N_FINE` saved times
+so that the same compiled solver also serves the re-integrated brackets of :mod:`flowmoe.phases`.
+(Runs are not batched with ``vmap``: adaptive steps would make every member take the steps of the
+stiffest one, and early stopping differs per member.)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SolveError, SpecError
+from .phases import N_FINE, PhaseReport, to_json
+from .spec import RunSpec
+from .trajectory import Trajectory
+
+CACHE_VERSION = 1
+
+
+# Integration of one spec, in chunks, with an optional stopping rule ------------------------
+def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, state=None) -> Trajectory:
+    """Gradient flow of ``spec`` from its initial state, saved at ``ts`` (default ``spec.solver.times()``).
+
+    Integrates ``chunk`` saved intervals per solver call (the last call padded with extra save
+    points inside its last interval, dropped afterwards, so every call has the same shape: one
+    compile). ``stop(traj) -> bool`` is asked after each chunk with the trajectory so far; True ends
+    the integration there (``meta["stopped_early"]``). On failure raises SolveError whose
+    ``partial`` is the Trajectory up to the last good saved time (or None).
+    """
+    from .gates import get_expert, get_gate
+    from .init import initial_state
+    from .ode import gram_ode, integrate, loss_along
+
+    mod, sol = spec.model, spec.solver
+    gate, expert = get_gate(mod.gate), get_expert(mod.expert)
+    ode = gram_ode(gate, expert, mod.m, mod.m_star, sol.norm_drift_lr)
+    state = initial_state(mod) if state is None else state
+    ts = np.asarray(sol.times() if ts is None else ts, dtype=np.float64)
+    opts = {"backend": sol.backend, "method": sol.method, "rtol": sol.rtol, "atol": sol.atol,
+            "max_steps": sol.max_steps, "norms": sol.norms, "state": sol.state}
+    meta = {"source": "ode", "gate": gate.convention(), "expert": expert.convention(),
+            "time": "gradient-flow time t", "solver": dict(opts, steps=0, rejected_steps=0, wall_time_s=0.0),
+            "spec": spec.to_dict(), "stopped_early": False}
+    grams, norms, losses = [], [], []
+    G, r = state.gram, state.norms
+    k, n = 0, len(ts)
+
+    def current():
+        if not grams:
+            return None
+        gram = np.concatenate(grams)
+        return Trajectory(ts[:len(gram)], gram, np.concatenate(norms), np.concatenate(losses), mod.m, mod.m_star,
+                          meta)
+
+    while k < n - 1:
+        seg = ts[k:k + chunk + 1]
+        keep = np.arange(len(seg))
+        if len(seg) < chunk + 1:  # pad inside the last interval
+            extra = np.linspace(seg[-2], seg[-1], chunk + 1 - len(seg) + 2)[1:-1]
+            full = np.concatenate([seg[:-1], extra, seg[-1:]])
+            keep = np.concatenate([np.arange(len(seg) - 1), [len(full) - 1]])
+            seg = full
+        try:
+            g, rr, info = integrate(ode, G, r, seg, **opts)
+        except SolveError as err:
+            raise SolveError(str(err), partial=current()) from None
+        meta["solver"]["steps"] += info.get("steps", 0)
+        meta["solver"]["rejected_steps"] += info.get("rejected_steps", 0)
+        meta["solver"]["wall_time_s"] += info["wall_time_s"]
+        loss = loss_along(ode.loss_fn, g)  # shape (chunk + 1, ...): one compile
+        first = 0 if k == 0 else 1  # the first chunk keeps its start, later ones start where the last ended
+        grams.append(g[keep][first:])
+        norms.append(rr[keep][first:])
+        losses.append(loss[keep][first:])
+        G, r = g[-1], rr[-1]
+        k += len(keep) - 1
+        if stop is not None and k < n - 1 and stop(current()):
+            meta["stopped_early"] = True
+            break
+    return current()
+
+
+# Cache keys and records ------------------------------------------------------------------
+def member_key(spec: RunSpec, job) -> str:
+    from . import __version__
+
+    payload = {"spec": spec.to_dict(), "job": job.describe(), "job_type": type(job).__name__,
+               "cache_version": CACHE_VERSION, "flowmoe": __version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@dataclass
+class RunRecord:
+    """One member of a sweep: its spec and seed, status ("ok"/"failed"), error message, the job's
+    record (``data``), where it is cached, and whether it was loaded from the cache."""
+
+    key: str
+    spec: RunSpec
+    status: str
+    error: str | None
+    data: dict
+    folder: Path
+    cached: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def seed(self) -> int:
+        return self.spec.model.init.seed
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def phases(self) -> PhaseReport | None:
+        """The :class:`~flowmoe.phases.PhaseReport` of the run, if the job wrote one (``data["phases"]``)."""
+        if "_phases" not in self.__dict__:
+            raw = self.data.get("phases")
+            self.__dict__["_phases"] = PhaseReport.from_dict(raw) if raw else None
+        return self.__dict__["_phases"]
+
+    def trajectory(self) -> Trajectory | None:
+        """The saved trajectory, if the job kept one."""
+        path = self.folder / f"{self.key}.npz"
+        return Trajectory.load(path) if path.is_file() else None
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "seed": self.seed, "spec": self.spec.to_dict(), "status": self.status,
+                "error": self.error, "wall_s": self.wall_s, "data": to_json(self.data)}
+
+    @classmethod
+    def from_json(cls, raw: dict, folder: Path, cached: bool) -> RunRecord:
+        return cls(raw["key"], RunSpec.from_dict(raw["spec"]), raw["status"], raw.get("error"), raw.get("data") or {},
+                   Path(folder), cached, float(raw.get("wall_s", 0.0)))
+
+
+def execute(job, spec_dict: dict, key: str, folder: str) -> dict:
+    """Run one member and write its cache files (runs inside a worker process too)."""
+    folder = Path(folder)
+    spec = RunSpec.from_dict(spec_dict)
+    t0 = time.perf_counter()
+    cache = True
+    try:
+        data, traj = job(spec)
+        status, error = "ok", None
+    except (SolveError, SpecError) as err:
+        data, traj, status, error = {}, None, "failed", f"{type(err).__name__}: {err}"
+    except Exception as err:  # noqa: BLE001 -- a bug or an unexpected failure: record it, do not cache it
+        data, traj, status = {}, None, "failed"
+        error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=6)}"
+        cache = False
+    raw = {"key": key, "seed": spec.model.init.seed, "spec": spec.to_dict(), "status": status, "error": error,
+           "wall_s": time.perf_counter() - t0, "data": to_json(data)}
+    if cache:
+        folder.mkdir(parents=True, exist_ok=True)
+        if traj is not None:
+            tmp = folder / f"{key}.tmp{os.getpid()}.npz"
+            traj.save(tmp)
+            os.replace(tmp, folder / f"{key}.npz")
+        tmp = folder / f"{key}.tmp{os.getpid()}.json"
+        tmp.write_text(json.dumps(raw, indent=1))
+        os.replace(tmp, folder / f"{key}.json")  # written last: its presence marks a complete run
+    return raw
+
+
+@dataclass
+class SweepResult:
+    records: list
+    computed: int = 0
+    loaded: int = 0
+    wall_s: float = 0.0
+    keys_computed: list = field(default_factory=list)
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.records if not r.ok]
+
+
+def _worker_init():
+    # One process per core: keep XLA from starting a thread pool per process.
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+
+def run_sweep(specs, job, folder, workers: int = 1, progress: bool = True, desc: str = "sweep",
+              retry_failed: bool = False, on_result=None) -> SweepResult:
+    """Run ``job`` on each spec, reusing ``folder``'s cache; returns records in the order of ``specs``.
+
+    ``on_result(record)`` is called after each newly computed member (in the parent process).
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise SpecError("workers", f"must be an integer ≥ 1, got {workers!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    keys = [member_key(s, job) for s in specs]
+    records: dict[int, RunRecord] = {}
+    todo = []
+    for idx, (spec, key) in enumerate(zip(specs, keys)):
+        path = folder / f"{key}.json"
+        if path.is_file():
+            try:
+                rec = RunRecord.from_json(json.loads(path.read_text()), folder, cached=True)
+                if rec.ok or not retry_failed:
+                    records[idx] = rec
+                    continue
+            except (json.JSONDecodeError, KeyError, SpecError, TypeError):
+                pass  # unreadable cache entry: compute again
+        todo.append(idx)
+    result = SweepResult([], loaded=len(records))
+    bar = tqdm(total=len(specs), initial=len(records), desc=desc, disable=not progress, file=sys.stderr,
+               unit="run", dynamic_ncols=True)
+
+    def done(idx, raw):
+        rec = RunRecord.from_json(raw, folder, cached=False)
+        records[idx] = rec
+        result.computed += 1
+        result.keys_computed.append(rec.key)
+        bar.update(1)
+        if not rec.ok:
+            bar.write(f"[flowmoe] member seed={rec.seed} failed: {rec.error.splitlines()[0]}")
+        if on_result is not None:
+            on_result(rec)
+
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for idx in todo:
+                done(idx, execute(job, specs[idx].to_dict(), keys[idx], str(folder)))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                                          initializer=_worker_init)
+            # Not a `with` block: its exit calls shutdown() again, which would undo cancel_futures.
+            try:
+                futures = {pool.submit(execute, job, specs[idx].to_dict(), keys[idx], str(folder)): idx
+                           for idx in todo}
+                for fut in cf.as_completed(futures):
+                    idx = futures[fut]
+                    try:
+                        raw = fut.result()
+                    except Exception as err:  # noqa: BLE001 -- the worker process died
+                        raw = {"key": keys[idx], "seed": specs[idx].model.init.seed, "spec": specs[idx].to_dict(),
+                               "status": "failed", "error": f"worker failed: {type(err).__name__}: {err}",
+                               "data": {}}
+                    done(idx, raw)
+            except BaseException:
+                # Interrupted: drop the members not started; those running finish and are cached.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
+    finally:
+        bar.close()
+    result.records = [records[i] for i in sorted(records)]
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def seeds_of(spec: RunSpec, seeds) -> list[RunSpec]:
+    """One spec per seed (``init.seed`` overridden)."""
+    return [spec.with_overrides({"init.seed": int(s)}) for s in seeds]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0-15", "0,3,7" or "0-3,9" → sorted unique seeds."""
+    out = set()
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part:
+                a, b = part.split("-", 1)
+                a, b = int(a), int(b)
+                if b < a:
+                    raise ValueError
+                out.update(range(a, b + 1))
+            else:
+                out.add(int(part))
+    except ValueError:
+        raise SpecError("seeds", f"cannot read {text!r}; write e.g. 0-15 or 0,3,7 (non-negative integers)") from None
+    if not out or min(out) < 0:
+        raise SpecError("seeds", f"need at least one non-negative seed, got {text!r}")
+    return sorted(out)
