@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from .gates import Gate, get_gate
+from .gates import get_gate
 
 DEFAULT_CHEB_NODES = 64
 DEFAULT_QUAD_NODES = 160

@@ -45,6 +45,7 @@ from scipy.interpolate import CubicHermiteSpline
 from scipy.optimize import brentq
 
 from .errors import SolveError, SpecError
+from .spec import _float
 from .observables import DEFAULT_TC_TERMS, ERROR_TERMS, error_terms, greedy_matching
 from .trajectory import Trajectory
 
@@ -108,13 +109,7 @@ class PhaseOptions:
 
 
 def _number(value, name: str) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(name, f"must be a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise SpecError(name, f"must be finite, got {value!r}")
-    return x
+    return _float(value, name)
 
 
 def _proxy(value, name: str, choices) -> str | float:

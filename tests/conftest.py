@@ -155,3 +155,43 @@ def rng(request):
     """A numpy Generator seeded from the test's name (fixed seed, independent across tests)."""
     seed = sum(ord(ch) * (i + 1) for i, ch in enumerate(request.node.name)) % (2**32)
     return np.random.default_rng(seed)
+
+
+def great_circle_grams(t, specs, m_star):
+    """Students moving on great circles: spec (teacher j, θ0, rate r, router delay τ) per student.
+
+    Expert: w̄ = cos θ(t) e + sin θ(t) w⋆_j with θ(t) = θ0 + (π/2 − θ0)(1 − e^{−rt}); router: the same
+    with t → max(t − τ, 0) (and θ0 → 0) towards v⋆_j. γ⁽²⁾ = sin θ(t), γ⁽¹⁾ = sin θ_router(t).
+    """
+    m = len(specs)
+    d = 2 * m_star + 2 * m
+    E = np.eye(d)
+    Vs, Ws, spare = E[:m_star], E[m_star:2 * m_star], E[2 * m_star:]
+    grams = []
+    for tt in t:
+        V, W = [], []
+        for i, (j, th0, r, tau) in enumerate(specs):
+            th = th0 + (np.pi / 2 - th0) * (1 - np.exp(-r * tt))
+            thr = (np.pi / 2) * (1 - np.exp(-r * max(tt - tau, 0.0)))
+            W.append(np.cos(th) * spare[2 * i] + np.sin(th) * Ws[j])
+            V.append(np.cos(thr) * spare[2 * i + 1] + np.sin(thr) * Vs[j])
+        U = np.vstack([V, W, Vs, Ws])
+        grams.append(U @ U.T)
+    return np.array(grams)
+
+
+# A cheap run that learns both teachers and leaves one cancelling pair (m⋆ = 2, m = 4, d = 8):
+# at t = 60 the loss is ≈ 3e-6, the aligned students are within ≈ 1e-3 of their teachers.
+SMALL_CONVERGED = {"model.m": 4, "model.m_star": 2, "model.d": 8, "solver.t_end": 60, "solver.n_save": 121}
+
+
+@pytest.fixture(scope="session")
+def small_run_dir(tmp_path_factory):
+    """A `flowmoe run` folder of SMALL_CONVERGED (shared by the pruning and fine-tuning tests)."""
+    import flowmoe
+    from flowmoe.run import run_job
+
+    spec = flowmoe.load_preset("small").with_overrides(SMALL_CONVERGED)
+    out = tmp_path_factory.mktemp("run")
+    run_job(spec, out, progress=False)
+    return out

@@ -28,25 +28,9 @@ from flowmoe.sweep import RunRecord, run_sweep, seeds_of
 from flowmoe.trajectory import Trajectory
 from flowmoe.verify import VerifyJob
 
+from conftest import great_circle_grams
+
 SMALL = flowmoe.load_preset("small")
-
-
-def _circles(t, specs, m_star):
-    """Students on great circles (see test_phases): (teacher j, θ0, rate r, router delay τ)."""
-    m = len(specs)
-    E = np.eye(2 * m_star + 2 * m)
-    Vs, Ws, spare = E[:m_star], E[m_star:2 * m_star], E[2 * m_star:]
-    out = []
-    for tt in t:
-        V, W = [], []
-        for i, (j, th0, r, tau) in enumerate(specs):
-            th = th0 + (np.pi / 2 - th0) * (1 - np.exp(-r * tt))
-            thr = (np.pi / 2) * (1 - np.exp(-r * max(tt - tau, 0.0)))
-            W.append(np.cos(th) * spare[2 * i] + np.sin(th) * Ws[j])
-            V.append(np.cos(thr) * spare[2 * i + 1] + np.sin(thr) * Vs[j])
-        U = np.vstack([V, W, Vs, Ws])
-        out.append(U @ U.T)
-    return np.array(out)
 
 
 def _t(level, r, delay=0.0, start=0.0):
@@ -64,7 +48,7 @@ def _record(traj, d=100, data=None, seed=0):
 def synthetic():
     t = np.linspace(0, 30, 30001)
     specs = [(0, 0.2, 0.5, 2.0), (1, 0.1, 0.25, 3.0)]
-    G = _circles(t, specs, 2)
+    G = great_circle_grams(t, specs, 2)
     return Trajectory(t, G, np.ones(G.shape[:2]), np.exp(-t), 2, 2), specs
 
 
@@ -89,7 +73,7 @@ def test_margins_of_built_in_claims_in_closed_form(synthetic):
 def test_recovery_order_fails_when_the_smaller_overlap_wins():
     t = np.linspace(0, 30, 3001)
     specs = [(0, 0.1, 0.5, 1.0), (1, 0.2, 0.2, 1.0)]  # teacher 1 has the larger κ but is recovered later
-    G = _circles(t, specs, 2)
+    G = great_circle_grams(t, specs, 2)
     run = _record(Trajectory(t, G, np.ones(G.shape[:2]), np.exp(-t), 2, 2))
     R = [_t(0.9, r, tau) for _, _, r, tau in specs]
     v = RECOVERY_ORDER.evaluate(run)

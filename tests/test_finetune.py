@@ -16,20 +16,11 @@ from flowmoe.finetune import (distance_to_teacher, finetune, finetune_gd, fit_lo
 from flowmoe.init import gram_from_vectors
 from flowmoe.kernel import gram_loss
 from flowmoe.prune import Network, prune
-from flowmoe.run import run_job
 from flowmoe.trajectory import Trajectory
 
-# A cheap run that learns both teachers and leaves one cancelling pair (m⋆ = 2, m = 4, d = 8):
-# at t = 60 the loss is ≈ 3e-6, the aligned students are within ≈ 1e-3 of their teachers.
-SMALL = {"model.m": 4, "model.m_star": 2, "model.d": 8, "solver.t_end": 60, "solver.n_save": 121}
-
-
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    spec = flowmoe.load_preset("small").with_overrides(SMALL)
-    out = tmp_path_factory.mktemp("run")
-    run_job(spec, out, progress=False)
-    return load_run(out)
+def small_run(small_run_dir):
+    return load_run(small_run_dir)
 
 
 def random_teacher_gram(rng, m_star):

@@ -23,6 +23,8 @@ from flowmoe.observables import pair_T1
 from flowmoe.phases import CrossingFinder, PhaseOptions, PhaseReport, analyze, plateaus
 from flowmoe.trajectory import Trajectory
 
+from conftest import great_circle_grams
+
 T_END = 40.0
 X0 = np.array([0.03, 0.12, 0.09, -0.07, 0.06])  # α, β, μ, ν, ρ
 RTOL = 1e-6  # acceptance: relative agreement of crossing times
@@ -133,29 +135,6 @@ def test_report_round_trips_through_json(reduced):
 
 
 # Closed-form synthetic trajectories ---------------------------------------------------------
-def _great_circles(t, specs, m_star):
-    """Students moving on great circles: spec (teacher j, θ0, rate r, router delay τ) per student.
-
-    Expert: w̄ = cos θ(t) e + sin θ(t) w⋆_j with θ(t) = θ0 + (π/2 − θ0)(1 − e^{−rt}); router: the same
-    with t → max(t − τ, 0) (and θ0 → 0) towards v⋆_j. γ⁽²⁾ = sin θ(t), γ⁽¹⁾ = sin θ_router(t).
-    """
-    m = len(specs)
-    d = 2 * m_star + 2 * m
-    E = np.eye(d)
-    Vs, Ws, spare = E[:m_star], E[m_star:2 * m_star], E[2 * m_star:]
-    grams = []
-    for tt in t:
-        V, W = [], []
-        for i, (j, th0, r, tau) in enumerate(specs):
-            th = th0 + (np.pi / 2 - th0) * (1 - np.exp(-r * tt))
-            thr = (np.pi / 2) * (1 - np.exp(-r * max(tt - tau, 0.0)))
-            W.append(np.cos(th) * spare[2 * i] + np.sin(th) * Ws[j])
-            V.append(np.cos(thr) * spare[2 * i + 1] + np.sin(thr) * Vs[j])
-        U = np.vstack([V, W, Vs, Ws])
-        grams.append(U @ U.T)
-    return np.array(grams)
-
-
 def _closed_T(level, r, delay=0.0, start=0.0):
     # sin θ = level ⇔ θ = asin(level); θ(t) = start + (π/2 − start)(1 − e^{−r (t − delay)}).
     th = math.asin(level)
@@ -165,7 +144,7 @@ def _closed_T(level, r, delay=0.0, start=0.0):
 def test_recovery_order_lag_and_T1_of_synthetic_trajectory():
     t = np.linspace(0, 30, 30001)
     specs = [(0, 0.2, 0.5, 2.0), (1, 0.1, 0.25, 3.0), (1, 0.05, 0.1, 1.0)]  # student 2 loses teacher 1
-    G = _great_circles(t, specs, 2)
+    G = great_circle_grams(t, specs, 2)
     traj = Trajectory(t, G, np.ones(G.shape[:2]), np.exp(-t), 3, 2)
     rep = analyze(traj, PhaseOptions(), d=100)
     assert not rep.refined

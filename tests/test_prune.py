@@ -19,16 +19,6 @@ from flowmoe.init import gram_from_vectors
 from flowmoe.prune import RULES, Network, make_rule, prune, subset_losses
 from flowmoe.run import run_job
 
-# A cheap run that learns both teachers and leaves one cancelling pair (m⋆ = 2, m = 4, d = 8).
-SMALL = {"model.m": 4, "model.m_star": 2, "model.d": 8, "solver.t_end": 60, "solver.n_save": 121}
-
-
-@pytest.fixture(scope="module")
-def small_run_dir(tmp_path_factory):
-    spec = flowmoe.load_preset("small").with_overrides(SMALL)
-    out = tmp_path_factory.mktemp("run")
-    run_job(spec, out, progress=False)
-    return out
 
 
 def unit(x):
