@@ -254,6 +254,15 @@ def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
         return save(fig, path)
 
 
+def overlay_title(spec: dict, rows) -> str:
+    """Title of the overlay figure from the spec (as a dict) and the rows of summary.json."""
+    m = spec["model"]
+    return (f"{spec['name']}: m*={m['m_star']}, m={m['m']}, d={m['d']}; ODE (solid) vs "
+            + ", ".join(("projected " if r.get("project") else "") + f"{r['method']} (lr={r['lr']:g}"
+                        + (f", B={r['batch']}" if r["batch"] else "") + (f", n={r['n']}" if r["n"] else "") + ")"
+                        for r in rows))
+
+
 def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n=None, seed=0,
                 save_every=None, dtype="float64", tol=0.05, figure=None, progress=True, log=None,
                 project=False) -> dict:
@@ -287,9 +296,7 @@ def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n
         files.append(f"sim-{method}.npz")
     table = format_table(rows, tol)
     (out / "deviations.md").write_text(table + "\n")
-    title = (f"{spec.name}: m*={m.m_star}, m={m.m}, d={m.d}; ODE (solid) vs "
-             + ", ".join(("projected " if project else "") + f"{r['method']} (lr={r['lr']:g}" + (f", B={r['batch']}" if r["batch"] else "")
-                         + (f", n={r['n']}" if r["n"] else "") + ")" for r in rows))
+    title = overlay_title(spec.to_dict(), rows)
     figs = [p.name for p in overlay_figure(ode, sims, out / "compare", title=title)]
     if figure:
         figs += [str(p) for p in overlay_figure(ode, sims, figure, title=title)]

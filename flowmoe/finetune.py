@@ -561,8 +561,7 @@ def prune_and_finetune(run: Run, rule: PruningRule, out, t_end: float | None = N
     traj.save(out / "finetune_trajectory.npz")
     (out / "finetune.json").write_text(json.dumps(record, indent=2, default=_json_default))
     finetune_figure(traj, fit, pred.loss_rate if pred else None, out / "finetune", linear=linear,
-                    title=f"{run.spec.name}: rule {rule.name}, m {len(result.removed) + len(result.kept)} "
-                          f"→ {pruned.m} at t = {run.traj.t[index]:g}")
+                    title=finetune_title(record))
     return record
 
 
@@ -584,6 +583,12 @@ def _notes(pred, fit, pruned, loss0, final) -> list[str]:
         notes.append(f"the fine-tuning did not reach zero loss (final {final:.2e}); a longer --t-end may "
                      "help, or the pruned network is not in the basin of the teacher point")
     return notes
+
+
+def finetune_title(record: dict) -> str:
+    """Title of the fine-tuning figure from the finetune.json record."""
+    return (f"{record['spec']['name']}: rule {record['rule']}, m {len(record['removed']) + len(record['kept'])} "
+            f"→ {len(record['kept'])} at t = {record['pruned_at']['t']:g}")
 
 
 def finetune_figure(traj: Trajectory, fit: RateFit | None, predicted: float | None, path, linear=None,

@@ -191,3 +191,205 @@ def test_plot_renders_headless_in_a_fresh_process(tmp_path):
     assert res.returncode == 0, res.stderr
     _check_files([run / "loss.png", run / "loss.svg"])
     json.dumps(res.stdout)  # printed paths only
+
+
+# --- kinds redrawn from the folders of other commands (compare, verify --scaling, prune) ----------
+# The folders are written here from known inputs (no integration), so every drawn line has a
+# closed form to compare with. The drawn figure is caught by wrapping flowmoe.plots.save.
+
+
+@pytest.fixture
+def caught(monkeypatch):
+    """Figures passed to flowmoe.plots.save (still saved), in order."""
+    import flowmoe.plots
+
+    figs, real = [], flowmoe.plots.save
+
+    def spy(fig, path):
+        figs.append(fig)
+        return real(fig, path)
+    monkeypatch.setattr(flowmoe.plots, "save", spy)
+    return figs
+
+
+def _lines(ax):
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def _compare_folder(root):
+    """A `flowmoe compare` folder: the synthetic trajectory as the ODE and, as the simulation, the
+    same with its loss scaled by 1.1 and student norms growing as 1 + t/100."""
+    ode = synthetic_trajectory()
+    norms = ode.norms * (1.0 + TS[:, None] / 100.0)
+    sim = flowmoe.Trajectory(TS, ode.gram, norms, 1.1 * ode.loss, 2, 1, {})
+    ode.save(root / "ode.npz")
+    sim.save(root / "sim-online-sgd.npz")
+    spec = {"name": "synthetic", "model": {"m_star": 1, "m": 2, "d": 7}}
+    row = {"method": "online-sgd", "lr": 0.01, "batch": 1000, "n": None, "project": False}
+    (root / "summary.json").write_text(json.dumps({"spec": spec, "rows": [row]}))
+    return ode, sim
+
+
+def test_plot_compare_redraws_the_overlay_from_saved_files(tmp_path, caught, capsys):
+    _compare_folder(tmp_path)
+    assert main(["plot", "compare", str(tmp_path), "--out", str(tmp_path / "figs" / "cmp")]) == 0
+    _check_files([tmp_path / "figs" / "cmp.png", tmp_path / "figs" / "cmp.svg"])
+    (fig,) = caught
+    axes = fig.get_axes()
+    # Expert alignment of the matched pair (0, 0) is β(t) by construction (exact up to rounding).
+    ode_line = _lines(axes[1])["ODE, student 0 → teacher 0"]
+    np.testing.assert_allclose(ode_line.get_ydata(), beta(TS), rtol=0, atol=1e-12)
+    loss = _lines(axes[2])
+    np.testing.assert_allclose(loss["online-sgd"].get_ydata(), 1.1 * (2.0 * np.exp(-TS) + 1e-12), rtol=1e-12)
+    np.testing.assert_allclose(_lines(axes[3])["online-sgd (max)"].get_ydata(), 1.0 + TS / 100.0, rtol=1e-12)
+    assert "online-sgd (lr=0.01, B=1000)" in fig._suptitle.get_text()
+
+
+def _scaling_record():
+    """scaling.json of a d-sweep with times T = T₀ + C·d^a·(1 + 0.1·seed); one run failed, one
+    without a prediction (None in the file)."""
+    T0, C, a = 2.0, 0.3, 0.5
+    d_values, seeds = [100, 10_000, 1_000_000], [0, 1, 2]
+    runs = []
+    for d in d_values:
+        for s in seeds:
+            runs.append({"d": d, "seed": s, "status": "ok", "time": T0 + C * d**a * (1 + 0.1 * s),
+                         "predicted": d**0.5 / (4.5 * 2.0)})
+    runs[1]["predicted"] = None
+    runs.append({"d": 100, "seed": 3, "status": "failed", "error": "max steps"})
+    fits = {"offset": {"exponent": a, "prefactor": C, "offset": T0, "ci": [0.45, 0.55]},
+            "power": {"exponent": 0.4, "prefactor": 1.0, "offset": 0.0, "ci": [None, None]}}
+    per_d = [{"d": d, "median_predicted": d**0.5 / 9.0} for d in d_values]
+    return {"variable": "d", "time": "T1-first", "model": "offset", "runs": runs, "fits": fits,
+            "per_d": per_d, "options": {"d_values": d_values, "seeds": seeds}}, (T0, C, a)
+
+
+def test_plot_scaling_draws_runs_fits_and_prediction(tmp_path, caught):
+    record, (T0, C, a) = _scaling_record()
+    (tmp_path / "scaling.json").write_text(json.dumps(record))
+    assert main(["plot", "scaling", str(tmp_path)]) == 0
+    _check_files([tmp_path / "scaling.png", tmp_path / "scaling.svg"])
+    ax = caught[0].get_axes()[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    lines = _lines(ax)
+    offset = lines["offset: a = 0.500 [0.450, 0.550]"]
+    dd = offset.get_xdata()
+    np.testing.assert_allclose(offset.get_ydata(), T0 + C * dd**a, rtol=1e-12)
+    assert "power: a = 0.400 [nan, nan]" in lines          # a missing CI is shown, not a crash
+    pred = lines[r"median $\sqrt{d}/(4.5\kappa)$"]
+    np.testing.assert_allclose(pred.get_ydata(), np.sqrt(pred.get_xdata()) / 9.0, rtol=1e-12)
+    points = np.concatenate([line.get_ydata() for line in ax.get_lines() if line.get_marker() == "o"])
+    expected = [r["time"] for r in record["runs"] if r["status"] == "ok"]
+    np.testing.assert_allclose(np.sort(points), np.sort(expected), rtol=1e-12)  # all runs but the failed one
+
+    # --scaling m folders: the recovery fraction with its interval.
+    m_rec = {"variable": "m", "m_star": 2, "d": 50,
+             "per_m": [{"m": 3, "fraction": 0.5, "ci": [0.2, 0.8]},
+                       {"m": 4, "fraction": 1.0, "ci": [0.7, 1.0]}]}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "scaling.json").write_text(json.dumps(m_rec))
+    assert main(["plot", "scaling", str(tmp_path / "m")]) == 0
+    _check_files([tmp_path / "m" / "scaling.png", tmp_path / "m" / "scaling.svg"])
+
+
+RATE, L0 = 0.5, 1e-3
+
+
+def _pruned_state():
+    """m = m⋆ = 1 in R^4 near the teacher v⋆ = e1, w⋆ = e2: unit Gram and norms."""
+    v = np.array([1.0, 0.02, 0.01, 0.0])
+    w = np.array([-0.01, 1.0, 0.0, 0.01])
+    U = np.stack([v / np.linalg.norm(v), w / np.linalg.norm(w), np.eye(4)[0], np.eye(4)[1]])
+    return U @ U.T, np.array([1.3, 0.8, 1.0, 1.0])
+
+
+def _finetune_folder(root, modes):
+    """A `flowmoe prune` folder whose fine-tuning loss is exactly L0·e^{−RATE·t}."""
+    t = np.linspace(0.0, 60.0, 301)
+    G, r = _pruned_state()
+    traj = flowmoe.Trajectory(t, np.repeat(G[None], len(t), 0), np.repeat(r[None], len(t), 0),
+                              L0 * np.exp(-RATE * t), 1, 1, {"labels": [1]})
+    traj.save(root / "finetune_trajectory.npz")
+    record = {"spec": {"name": "toy", "model": {"d": 4, "gate": "sigmoid", "expert": "he3"}},
+              "rule": "oracle",
+              "removed": [0], "kept": [1], "pruned_at": {"t": 60.0}, "fitted_rate": RATE,
+              "predicted_rate": 0.45, "modes": modes, "hessian": {"perp_multiplicity": 2}}
+    (root / "finetune.json").write_text(json.dumps(record))
+    return traj
+
+
+def test_plot_finetune_redraws_fit_prediction_and_saved_modes(tmp_path, caught):
+    groups = [{"loss_rate": 0.45, "loss_share": 2e-4}, {"loss_rate": 3.0, "loss_share": 8e-4}]
+    traj = _finetune_folder(tmp_path, {"linear_loss_at_start": 1e-3, "slowest": groups})
+    assert main(["plot", "finetune", str(tmp_path), "--out", str(tmp_path / "ft")]) == 0
+    _check_files([tmp_path / "ft.png", tmp_path / "ft.svg"])
+    ax = caught[0].get_axes()[0]
+    lines = _lines(ax)
+    assert ax.get_title() == "toy: rule oracle, m 2 → 1 at t = 60"
+    # The rate fit re-made from the saved loss: an exact exponential, so its line is L0·e^{−RATE t}.
+    fit = lines[f"fit: rate {RATE:.4g}"]
+    np.testing.assert_allclose(fit.get_ydata(), L0 * np.exp(-RATE * fit.get_xdata()), rtol=1e-9)
+    linear = lines["linearised flow (Hessian modes)"]
+    expected = 2e-4 * np.exp(-0.45 * traj.t) + 8e-4 * np.exp(-3.0 * traj.t)
+    np.testing.assert_allclose(linear.get_ydata(), expected, rtol=1e-12)
+    pred = lines["predicted $2\\lambda_{\\min}$ = 0.45"].get_ydata()
+    np.testing.assert_allclose(np.diff(np.log(pred)) / np.diff(traj.t), -0.45, rtol=1e-9)
+
+
+def test_plot_finetune_recomputes_modes_not_all_saved(tmp_path):
+    """With fewer saved modes than the state has, the linearised loss comes from the saved pruned
+    state (Hessian at the teacher point); it must equal the sum over all its modes."""
+    from flowmoe.finetune import linear_loss, modal_decomposition, predict
+    from flowmoe.prune import Network
+
+    G, r = _pruned_state()
+    net = Network(G, r, 1, 1, labels=(1,))
+    rates, shares, _ = modal_decomposition(predict(net, 2, 4).hess, net)
+    assert len(rates) > 1
+    slowest = [{"loss_rate": 2 * rates[0], "loss_share": shares[0]}]          # only one of the modes saved
+    traj = _finetune_folder(tmp_path, {"linear_loss_at_start": float(shares.sum()), "slowest": slowest})
+    record = json.loads((tmp_path / "finetune.json").read_text())
+    got = figures._linearised_loss(record, traj, tmp_path / "finetune.json")
+    np.testing.assert_allclose(got, linear_loss(rates, shares, traj.t), rtol=1e-12)
+    record["modes"]["linear_loss_at_start"] *= 2          # files that do not belong together
+    with pytest.raises(flowmoe.SpecError, match="RUN_DIR.*different runs"):
+        figures._linearised_loss(record, traj, tmp_path / "finetune.json")
+
+
+@pytest.mark.parametrize("kind, damage, needle", [
+    ("compare", "missing:sim-online-sgd.npz", "has no sim-online-sgd.npz"),
+    ("compare", "garbage:ode.npz", "ode.npz"),
+    ("compare", "garbage:summary.json", "summary.json is not valid JSON"),
+    ("scaling", "missing:scaling.json", "has no scaling.json"),
+    ("scaling", "garbage:scaling.json", "scaling.json is not valid JSON"),
+    ("scaling", "json:{\"variable\": \"q\"}", "'variable' is 'q'"),
+    ("scaling", "json:{\"variable\": \"d\", \"runs\": []}", "has no time, fits, per_d, options"),
+    ("finetune", "garbage:finetune_trajectory.npz", "finetune_trajectory.npz"),
+    ("finetune", "json:{\"spec\": {}}", "has no rule"),
+    ("finetune", "rate", "different runs"),
+])
+def test_plot_redraw_kinds_bad_folders(kind, damage, needle, tmp_path, capsys):
+    if kind == "compare":
+        _compare_folder(tmp_path)
+        name = "summary.json"
+    elif kind == "scaling":
+        (tmp_path / "scaling.json").write_text(json.dumps(_scaling_record()[0]))
+        name = "scaling.json"
+    else:
+        _finetune_folder(tmp_path, None)
+        name = "finetune.json"
+    what, _, arg = damage.partition(":")
+    if what == "missing":
+        (tmp_path / arg).unlink()
+    elif what == "garbage":
+        (tmp_path / arg).write_bytes(b"\x00not what it should be")
+    elif what == "json":
+        (tmp_path / name).write_text(arg)
+    else:  # the saved rate does not match the saved loss
+        rec = json.loads((tmp_path / name).read_text())
+        rec["fitted_rate"] = 0.6
+        (tmp_path / name).write_text(json.dumps(rec))
+    assert main(["plot", kind, str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error: RUN_DIR:" in err and str(tmp_path) in err and needle in err
+    assert not (tmp_path / f"{kind}.png").exists()
