@@ -94,6 +94,38 @@ def gradient_flow(V, W, V_star, W_star, times, gate="sigmoid", expert="he3", *, 
                           state=state, progress=progress)
 
 
+def check_gram(G0, r0, m: int, m_star: int):
+    """Check a starting Gram matrix of unit directions and its norms; SpecError names the field."""
+    from .spec import _int
+
+    m, m_star = _int(m, "m", 1), _int(m_star, "m_star", 1)
+    n = 2 * (m + m_star)
+    G0 = np.asarray(G0, dtype=np.float64)
+    r0 = np.asarray(r0, dtype=np.float64)
+    if G0.shape != (n, n):
+        raise SpecError("G0", f"must be {n}×{n} (N = 2(m + m⋆) with m = {m}, m⋆ = {m_star}), got {G0.shape}")
+    if r0.shape != (n,):
+        raise SpecError("r0", f"must have shape ({n},), got {r0.shape}")
+    if not np.all(np.isfinite(G0)):
+        raise SpecError("G0", "must be finite (found NaN or inf)")
+    if not np.all(np.isfinite(r0)) or np.any(r0 <= 0):
+        raise SpecError("r0", "norms must be finite and > 0")
+    if np.max(np.abs(G0 - G0.T)) > 1e-10 or np.max(np.abs(np.diag(G0) - 1)) > 1e-10:
+        raise SpecError("G0", "must be symmetric with unit diagonal (a Gram matrix of unit directions)")
+    lam = np.linalg.eigvalsh(0.5 * (G0 + G0.T))[0]
+    if lam < -1e-8:
+        raise SpecError("G0", f"must be positive semi-definite (smallest eigenvalue {lam:.3g})")
+    return G0, r0, m, m_star
+
+
+def check_solver_options(backend, method, rtol, atol, max_steps, norms, norm_drift_lr, state):
+    """The same checks as :class:`flowmoe.spec.SolverSpec`, for the keyword arguments of the API."""
+    from .spec import SolverSpec
+
+    SolverSpec(backend=backend, method=method, rtol=rtol, atol=atol, max_steps=max_steps, norms=norms,
+               norm_drift_lr=norm_drift_lr, state=state)
+
+
 def flow_from_gram(G0, r0, m, m_star, ts, gate="sigmoid", expert="he3", *, backend="diffrax",
                    method="tsit5", rtol=1e-8, atol=1e-10, max_steps=1_000_000, norms="fixed",
                    norm_drift_lr=0.0, state="factor", progress=False) -> Trajectory:
@@ -102,6 +134,11 @@ def flow_from_gram(G0, r0, m, m_star, ts, gate="sigmoid", expert="he3", *, backe
     If the solver stops early, raises :class:`SolveError` whose ``partial`` is the Trajectory up
     to the last good saved time (or None if fewer than two times were reached).
     """
+    ts = check_times(ts)
+    G0, r0, m, m_star = check_gram(G0, r0, m, m_star)
+    if backend == "scipy" and method == "tsit5":
+        method = "DOP853"  # the scipy counterpart of the default
+    check_solver_options(backend, method, rtol, atol, max_steps, norms, norm_drift_lr, state)
     gate, expert = get_gate(gate, "gate"), get_expert(expert, "expert")
     ode = gram_ode(gate, expert, m, m_star, norm_drift_lr)
     meta = {"source": "ode", "gate": gate.convention(), "expert": expert.convention(),

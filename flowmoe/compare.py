@@ -419,6 +419,8 @@ def _cmd_compare(args) -> int:
     out = Path(args.out) if args.out else default_out("compare", spec.name)
     t_end = args.t_end if args.t_end is not None else spec.solver.t_end
     if args.study:
+        if args.seeds < 1:
+            raise SpecError("seeds", f"the study needs at least 1 SGD seed, got {args.seeds}")
         res = study_job(spec, out, t_end=t_end, lr=args.lr, batch=args.batch, seeds=tuple(range(args.seeds)),
                         metric=args.metric, log=None if args.quiet else log)
         print(f"population GD: {res['metric']} deviation vs lr {res['lrs']}: "

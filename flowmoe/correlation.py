@@ -6,7 +6,12 @@ R'_{p,q} = R_{p+1,q+1}, and R_{p,q} = R_{q,p}. Each R_{p,q} is smooth on the clo
 ``quad_nodes × quad_nodes`` Gauss–Hermite rule. The Hermite series Σ c_{n+p} c_{n+q} ρⁿ/n!
 converges slowly near |ρ| = 1 and is only used for checks at small ρ.
 
-Accuracy (checked in ``tests/test_correlation.py`` against independent adaptive quadrature):
+The node values use the gate's product rule (``Gate.quadrature``): 160×160 Gauss–Hermite for the
+sigmoid, probit, erf and identity gates; 300×300 Gauss–Legendre on [−12, 12] (Gaussian density in
+the integrand) for tanh, whose derivatives vary on scale ½ with poles at ±iπ/2.
+
+Accuracy (checked in ``tests/test_correlation.py`` against independent adaptive quadrature; for
+tanh with 128 Chebyshev nodes, its high-order R reaching |R₇₇(±1)| ≈ 4e3):
 ≤ 1e-10 on all of [−1, 1] for p, q ≤ 7 with the defaults (90 nodes are not enough for
 R₇₇ at ρ = ±1: error 2e-10; 160 nodes: 3e-14 against a 30-digit mpmath quadrature).
 """
@@ -39,17 +44,33 @@ def hermite_coefficients(gate, kmax: int, quad_nodes: int = 200) -> np.ndarray:
     return np.array([w @ gate.numpy_derivative(k)(z) for k in range(kmax + 1)])
 
 
-def correlation_quadrature(gate, p: int, q: int, rho, quad_nodes: int = DEFAULT_QUAD_NODES):
-    """R_{p,q}(ρ) by a 2-D Gauss–Hermite rule: u = ρ s + √(1−ρ²) z."""
+def normal_rule(rule: tuple):
+    """Nodes and weights for E[f(z)], z ~ N(0, 1): ("hermite", n) or ("legendre", n, L)."""
+    if rule[0] == "hermite":
+        return gauss_hermite_normal(int(rule[1]))
+    n, L = int(rule[1]), float(rule[2])
+    x, w = np.polynomial.legendre.leggauss(n)
+    z = L * x
+    return z, L * w * np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
+
+
+def correlation_quadrature(gate, p: int, q: int, rho, quad_nodes: int | None = None):
+    """R_{p,q}(ρ) by a 2-D product rule in (s, z), u = ρ s + √(1−ρ²) z.
+
+    The rule is the gate's (``Gate.quadrature``); ``quad_nodes`` overrides its number of nodes.
+    """
+    return _correlations(gate, [p], q, rho, quad_nodes)[0]
+
+
+def _correlations(gate, ps, q: int, rho, quad_nodes: int | None = None) -> np.ndarray:
+    """R_{p,q}(ρ) for every p in ``ps`` and one q: π^{(q)} is evaluated on the grid once."""
     gate = get_gate(gate)
     rho = np.atleast_1d(np.asarray(rho, dtype=np.float64))
-    z, w = gauss_hermite_normal(quad_nodes)
-    gp = gate.numpy_derivative(p)(z)  # at s
-    s_col = z[:, None, None]
-    z_row = z[None, :, None]
-    u = rho[None, None, :] * s_col + np.sqrt(np.clip(1.0 - rho**2, 0.0, None))[None, None, :] * z_row
-    gq = gate.numpy_derivative(q)(u)
-    return np.einsum("i,j,i,ijr->r", w, w, gp, gq)
+    rule = gate.quadrature if quad_nodes is None else (gate.quadrature[0], quad_nodes, *gate.quadrature[2:])
+    z, w = normal_rule(rule)
+    u = rho[None, None, :] * z[:, None, None] + np.sqrt(np.clip(1.0 - rho**2, 0.0, None))[None, None, :] * z[None, :, None]
+    inner = np.einsum("j,ijr->ir", w, gate.numpy_derivative(q)(u))  # ∫ π^{(q)}(u) dz, for each s
+    return np.stack([np.einsum("i,i,ir->r", w, gate.numpy_derivative(p)(z), inner) for p in ps])
 
 
 def chebyshev_basis(x, n: int):
@@ -100,20 +121,21 @@ class CorrelationTable:
 
 
 @functools.lru_cache(maxsize=None)
-def correlation_table(gate_name: str, order: int, cheb_nodes: int = DEFAULT_CHEB_NODES,
-                      quad_nodes: int = DEFAULT_QUAD_NODES) -> CorrelationTable:
+def correlation_table(gate_name: str, order: int, cheb_nodes: int | None = None,
+                      quad_nodes: int | None = None) -> CorrelationTable:
     """Build (once per process) the Chebyshev table of R_{p,q}, p, q ≤ ``order``."""
     gate = get_gate(gate_name)
-    n = cheb_nodes
+    quad_nodes = int(gate.quadrature[1]) if quad_nodes is None else quad_nodes
+    n = gate.cheb_nodes if cheb_nodes is None else cheb_nodes
     # Chebyshev points of the first kind and the matching discrete cosine transform.
     k = np.arange(n)
     theta = np.pi * (k + 0.5) / n
     nodes = np.cos(theta)
     coeffs = np.zeros((order + 1, order + 1, n))
-    for p in range(order + 1):
-        for q in range(p, order + 1):
-            values = correlation_quadrature(gate, p, q, nodes, quad_nodes)
-            c = (2.0 / n) * np.cos(np.outer(k, theta)) @ values
+    for q in range(order + 1):
+        values = _correlations(gate, list(range(q + 1)), q, nodes, quad_nodes)
+        for p in range(q + 1):
+            c = (2.0 / n) * np.cos(np.outer(k, theta)) @ values[p]
             c[0] /= 2.0
             coeffs[p, q] = coeffs[q, p] = c
     return CorrelationTable(gate.name, order, n, quad_nodes, coeffs)

@@ -108,7 +108,9 @@ def self_term_doc(expert) -> str:
         "With the logistic sigmoid ($R_{p,q}(1) = \\mathbb E[\\pi^{(p)}(z)\\pi^{(q)}(z)]$, 6 significant digits):\n\n"
         f"$$K_{{ii}}(\\rho) \\approx {sp.latex(poly.as_expr())}.$$\n\n"
         "At $\\rho = 0$ (router orthogonal to its own expert, the default initialisation) this is "
-        f"${_sig(numeric.subs(rho, 0))}$ $= 6\\,\\mathbb E[\\pi^2]$, the output energy $\\mathbb E[f_i^2]$ of one expert.\n"
+        f"${_sig(numeric.subs(rho, 0))}$ $= \\mathbb E[\\pi^2]\\sum_k a_k^2\\,k!$ (here "
+        f"{' + '.join(f'{a}²·{k}!' for k, a in expert.terms)}), the output energy $\\mathbb E[f_i^2]$ of one "
+        "expert $\\sum_k a_k \\mathrm{He}_k$.\n"
     )
     return "".join(out)
 

@@ -30,6 +30,11 @@ class Gate:
     name: str
     formula: sp.Expr
     description: str
+    # Quadrature rule for R_{p,q} (flowmoe.correlation): ("hermite", n) or ("legendre", n, L) on
+    # [−L, L] with the Gaussian density in the integrand. tanh varies on scale ½ with poles at
+    # ±iπ/2, where 160 Gauss–Hermite nodes leave R₇₇(1) wrong by 0.9; Gauss–Legendre converges.
+    quadrature: tuple = ("hermite", 160)
+    cheb_nodes: int = 64  # Chebyshev nodes of the R_{p,q} interpolant on [−1, 1]
 
     @functools.lru_cache(maxsize=None)
     def derivative_expr(self, order: int) -> sp.Expr:
@@ -69,7 +74,7 @@ GATES = {
     "sigmoid": Gate("sigmoid", 1 / (1 + sp.exp(-Z)), "logistic sigmoid 1/(1+exp(-z))"),
     "probit": Gate("probit", (1 + sp.erf(Z / sp.sqrt(2))) / 2, "Gaussian CDF Phi(z) = (1+erf(z/sqrt2))/2"),
     "erf": Gate("erf", sp.erf(Z / sp.sqrt(2)), "erf(z/sqrt2), odd, range (-1, 1)"),
-    "tanh": Gate("tanh", sp.tanh(Z), "tanh(z)"),
+    "tanh": Gate("tanh", sp.tanh(Z), "tanh(z)", ("legendre", 300, 12.0), 128),
     "identity": Gate("identity", Z, "identity (linear gate) z"),
 }
 
@@ -77,7 +82,7 @@ GATES = {
 def get_gate(name, field: str = "model.gate") -> Gate:
     if isinstance(name, Gate):
         return name
-    if name not in GATES:
+    if not isinstance(name, str) or name not in GATES:
         raise SpecError(field, f"unknown gate {name!r}; allowed: {sorted(GATES)}")
     return GATES[name]
 

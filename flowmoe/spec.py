@@ -75,7 +75,16 @@ class TeacherSpec:
         if self.geometry == "gram" and self.gram is None:
             raise SpecError("teacher.gram", "geometry 'gram' needs teacher.gram (a 2m⋆×2m⋆ matrix)")
         if self.gram is not None:
-            object.__setattr__(self, "gram", tuple(tuple(float(x) for x in row) for row in self.gram))
+            if self.geometry != "gram":
+                raise SpecError("teacher.gram", f"is only used with teacher.geometry = 'gram' "
+                                                f"(geometry is {self.geometry!r})")
+            try:
+                rows = tuple(tuple(float(x) for x in row) for row in self.gram)
+            except (TypeError, ValueError):
+                raise SpecError("teacher.gram", f"must be a square matrix of numbers, got {self.gram!r}") from None
+            if len({len(r) for r in rows}) > 1:
+                raise SpecError("teacher.gram", "rows must all have the same length")
+            object.__setattr__(self, "gram", rows)
 
 
 @dataclass(frozen=True)
@@ -227,6 +236,8 @@ class RunSpec:
         sections = {}
         for key, klass in (("model", MoESpec), ("teacher", TeacherSpec), ("init", InitSpec),
                            ("solver", SolverSpec), ("observe", ObserveSpec)):
+            if not isinstance(data.get(key, {}), dict):
+                raise SpecError(key, f"must be a table of fields (e.g. [{key}] in TOML), got {data[key]!r}")
             section = dict(data.get(key, {}))
             allowed = {f.name for f in dataclasses.fields(klass)} - {"teacher", "init"}
             for k in section:

@@ -237,6 +237,8 @@ def _scaling(args, spec: RunSpec, seeds, out: Path) -> int:
         raise SpecError("time", f"got {args.time!r}; allowed: {list(TIMES)}")
     if args.fit not in MODELS:
         raise SpecError("fit", f"got {args.fit!r}; allowed: {list(MODELS)}")
+    if args.n_boot < 100:
+        raise SpecError("n-boot", f"must be ≥ 100 bootstrap resamples for a meaningful interval, got {args.n_boot}")
     common = {"horizon": args.horizon, "t_min": args.t_min, "n_save": args.n_save, "workers": args.workers,
               "progress": not args.quiet}
     t0 = time.perf_counter()

@@ -50,8 +50,17 @@ def hermite(k, z):
 
 
 def gate_derivative(gate, k, z):
-    """π^{(k)}(z) for gate "sigmoid" or "probit" (vectorised numpy, closed forms)."""
+    """π^{(k)}(z) for every gate (vectorised numpy, closed forms independent of sympy).
+
+    tanh(z) = 2σ(2z) − 1 and erf(z/√2) = 2Φ(z) − 1 reduce to the sigmoid and probit forms.
+    """
     z = np.asarray(z, dtype=np.float64)
+    if gate == "tanh":
+        return np.tanh(z) if k == 0 else 2.0 ** (k + 1) * gate_derivative("sigmoid", k, 2.0 * z)
+    if gate == "erf":
+        return 2.0 * gate_derivative("probit", k, z) - (1.0 if k == 0 else 0.0)
+    if gate == "identity":
+        return z.copy() if k == 0 else (np.ones_like(z) if k == 1 else np.zeros_like(z))
     if gate == "sigmoid":
         return _SIGMOID_POLYS[k](expit(z))
     if gate == "probit":
@@ -63,6 +72,8 @@ def gate_derivative(gate, k, z):
 
 def gate_derivative_scalar(gate, k):
     """A fast scalar (Python float) version of :func:`gate_derivative`, for scipy.integrate.quad."""
+    if gate in ("tanh", "erf", "identity"):
+        return lambda z: float(gate_derivative(gate, k, z))
     if gate == "sigmoid":
         coefs = list(_SIGMOID_POLYS[k].coef[::-1])  # Horner, highest degree first
 

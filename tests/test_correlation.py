@@ -23,7 +23,7 @@ import pytest
 from scipy.integrate import dblquad, quad_vec
 from scipy.special import expit
 
-from conftest import gate_derivative_scalar, hermite, normal_expectation, normal_pdf
+from conftest import gate_derivative, gate_derivative_scalar, hermite, normal_expectation, normal_pdf
 from flowmoe.correlation import correlation_table, hermite_coefficients
 
 ORDER = 7
@@ -269,3 +269,38 @@ def test_probit_closed_form_is_itself_consistent():
             fm2, fm1, fp1, fp2 = (probit_closed_form(p, q, rho + k * h) for k in (-2, -1, 1, 2))
             fd = (fm2 - 8 * fm1 + 8 * fp1 - fp2) / (12 * h)
             np.testing.assert_allclose(fd, probit_closed_form(p + 1, q + 1, rho), rtol=0, atol=1e-8)
+
+
+# --- the other gates: tanh, erf(z/√2), identity ---------------------------------------------------
+
+
+@pytest.mark.parametrize("gate", ["tanh", "erf", "identity"])
+def test_other_gates_at_rho_0_and_pm1_match_quadrature(gate):
+    """R_{p,q}(0) = c_p c_q and R_{p,q}(±1) = E[π^{(p)}(z) π^{(q)}(±z)] by adaptive quadrature, with
+    the derivatives in closed form (conftest), p, q ≤ 7 (all the He₃ kernel and its gradient need)."""
+    order = 7
+    tol = 1e-10
+    table = correlation_table(gate, order)
+    c = [normal_expectation(gate_derivative_scalar(gate, k)) for k in range(order + 1)]
+    for p in range(order + 1):
+        for q in range(p, order + 1):
+            fp, fq = gate_derivative_scalar(gate, p), gate_derivative_scalar(gate, q)
+            assert abs(table.evaluate_numpy(p, q, 0.0) - c[p] * c[q]) < tol * max(1.0, abs(c[p] * c[q])), (p, q)
+            for sign in (1.0, -1.0):
+                want = normal_expectation(lambda z: fp(z) * fq(sign * z))
+                # Relative to the size of R (tanh's R₇₇(1) is of order 1e4).
+                assert abs(table.evaluate_numpy(p, q, sign) - want) < tol * max(1.0, abs(want)), (gate, p, q, sign)
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "probit", "erf", "tanh", "identity"])
+def test_simulation_gate_equals_the_symbolic_formula(gate):
+    """The JAX gate used by the simulators is the sympy formula the kernel is derived from."""
+    import sympy as sp
+
+    from flowmoe.gates import GATES, Z
+
+    z = np.linspace(-8, 8, 161)
+    want = sp.lambdify(Z, GATES[gate].formula, modules=["numpy", "scipy"])(z)
+    got = np.asarray(GATES[gate].jax_fn()(z))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(gate_derivative(gate, 0, z), want, rtol=0, atol=1e-14)

@@ -129,8 +129,9 @@ def test_finetuning_a_pruned_run_reaches_zero_loss_at_the_predicted_rate(small_r
     assert traj.loss[-1] <= 1e-10
     fit = fit_loss_rate(traj)
     assert fit is not None and fit.t1 - fit.t0 > 10
-    # Acceptance: within 10% (measured: 3e-5 relative on this run).
-    assert abs(fit.rate - pred.loss_rate) <= 0.1 * pred.loss_rate
+    # The issue asks for 10 %; on this run the slowest mode carries the loss, so the fit must agree
+    # far better (measured 4e-5 relative): 1e-3 catches a wrong factor in the prediction.
+    assert abs(fit.rate - pred.loss_rate) <= 1e-3 * pred.loss_rate
     # The linearised flow from the pruned state predicts the same curve on the fit window.
     rates, shares, _ = modal_decomposition(pred.hess, pruned)
     assert abs(shares.sum() - result.loss_after) <= 0.05 * result.loss_after

@@ -103,7 +103,7 @@ def test_m_sweep_counts_runs_that_recover_every_teacher(tmp_path):
 
 def test_scaling_command(tmp_path, capsys):
     args = ["verify", "--preset", "small", "--scaling", "d", "--values", "100,1000,10000", "--seeds", "0-1",
-            "--time", "expert-first", "--fit", "power", "--n-boot", "20", "--quiet", "--out", str(tmp_path)]
+            "--time", "expert-first", "--fit", "power", "--n-boot", "100", "--quiet", "--out", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "expert-first ≈" in out and "d^" in out
