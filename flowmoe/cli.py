@@ -90,7 +90,8 @@ def register(sub) -> None:
     p.add_argument("--expert", default="he3", help="expert, e.g. he3 (default), he1, he2+0.5*he4")
     p.set_defaults(func=_cmd_derive)
 
-    p = sub.add_parser("presets", help="list the presets shipped with flowmoe")
+    p = sub.add_parser("presets", help="list the presets shipped with flowmoe",
+                       description="List the TOML presets shipped inside the package (use with --preset NAME).")
     p.set_defaults(func=_cmd_presets)
 
 

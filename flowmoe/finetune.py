@@ -99,11 +99,8 @@ def load_run(run_dir) -> Run:
         raise SpecError("run_dir", f"the spec in {summary} is invalid: {err}") from None
     try:
         traj = Trajectory.load(path / "trajectory.npz")
-    except SpecError as err:
+    except SpecError as err:  # missing, truncated or not a trajectory file
         raise SpecError("run_dir", str(err)) from None
-    except Exception as err:  # a truncated zip raises zipfile.BadZipFile, which Trajectory.load lets through
-        raise SpecError("run_dir", f"{path / 'trajectory.npz'} is corrupt "
-                                   f"({type(err).__name__}: {err})") from None
     m = spec.model
     if (traj.m, traj.m_star) != (m.m, m.m_star):
         raise SpecError("run_dir", f"trajectory.npz has m = {traj.m}, m⋆ = {traj.m_star} but summary.json's "

@@ -298,7 +298,7 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
 
     ks = np.concatenate(ks)
     gram = np.concatenate(grams)
-    loss = _population_loss(gram_loss(gate_obj, expert_obj, m, m_star), gram)
+    loss = loss_along(gram_loss(gate_obj, expert_obj, m, m_star), gram)
     samples = {"population-gd": 0, "online-sgd": B, "gd": n_fixed, "minibatch-sgd": B}[method]
     meta = {"source": "simulation", "method": method, "lr": opts["lr"], "batch": opts["batch"],
             "n": opts["n"], "seed": opts["seed"], "steps": int(ks[-1]), "steps_requested": steps,
@@ -319,13 +319,6 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
                          f"{why}; lr = {opts['lr']:g} is too large. The saves up to t = {traj.t[-1]:.6g} "
                          f"({len(traj)} of {n_saves + 1}) are kept in .partial", partial=traj)
     return traj
-
-
-def _population_loss(loss_fn, gram: np.ndarray) -> np.ndarray:
-    """Exact population loss at each saved Gram matrix, in blocks of CHUNK (one compile)."""
-    T = gram.shape[0]
-    padded = np.concatenate([gram, np.broadcast_to(np.eye(gram.shape[1]), (-T % CHUNK,) + gram.shape[1:])])
-    return np.concatenate([loss_along(loss_fn, padded[i:i + CHUNK]) for i in range(0, len(padded), CHUNK)])[:T]
 
 
 @functools.cache
