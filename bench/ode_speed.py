@@ -25,7 +25,7 @@ t0 = time.perf_counter()
 import flowmoe
 from flowmoe.init import initial_state
 from flowmoe.api import flow_from_gram
-spec = flowmoe.load_preset("paper-fig1")
+spec = flowmoe.load_preset("paper-fig1").with_overrides({"solver.t_end": 100.0, "solver.n_save": 501})
 st = initial_state(spec.model)
 ts = spec.solver.times()
 t1 = time.perf_counter()
@@ -46,7 +46,7 @@ def timed_solves(spec_over: dict, repeats: int, preset: str = "paper-fig1"):
     from flowmoe.api import flow_from_gram
     from flowmoe.init import initial_state
 
-    spec = flowmoe.load_preset(preset).with_overrides(spec_over)
+    spec = flowmoe.load_preset(preset).with_overrides({"solver.t_end": 100.0, "solver.n_save": 501, **spec_over})
     m = spec.model
     st = initial_state(m)
     ts = spec.solver.times()
@@ -95,7 +95,7 @@ def main():
         w, s, _ = timed_solves({"model.m": m, "model.m_star": ms}, max(2, R // 2))
         print(f"m = {m:>2}, m⋆ = {ms:>2}: {w:.3f} s ({s} steps, {w / s * 1e6:.0f} µs/step)")
 
-    print("\n== 4. the whole default `flowmoe run` (fresh process)")
+    print("\n== 4. the whole default `flowmoe run` (paper-fig1 to its default t = 400; fresh process)")
     walls = []
     for _ in range(3):
         with tempfile.TemporaryDirectory() as tmp:
