@@ -31,7 +31,6 @@ Trajectory up to the last good save.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import NamedTuple
 
@@ -43,6 +42,7 @@ from .errors import SolveError, SpecError
 from .gates import get_expert, get_gate
 from .kernel import gram_loss
 from .model import MoEModel, gram_of, moe_model
+from .spec import _float, _int
 from .ode import loss_along
 from .trajectory import Trajectory
 
@@ -158,58 +158,39 @@ def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform,
     return run
 
 
-def _positive_int(value, field, minimum=1):
-    if isinstance(value, bool) or not (isinstance(value, (int, np.integer))
-                                       or (isinstance(value, float) and value.is_integer())):
-        raise SpecError(field, f"must be an integer ≥ {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise SpecError(field, f"must be an integer ≥ {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive_float(value, field):
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(field, f"must be a number > 0, got {value!r}") from None
-    if not math.isfinite(x) or x <= 0:
-        raise SpecError(field, f"must be a finite number > 0, got {value!r}")
-    return x
-
-
 def check_options(method, lr, steps=None, t_end=None, batch=None, n=None, seed=0, dtype="float64",
                   save_every=None, max_norm_growth=10.0) -> dict:
     """Validate the simulation options; returns them normalised (raises SpecError naming the field)."""
     if method not in METHODS:
         raise SpecError("method", f"got {method!r}; allowed: {list(METHODS)}")
-    lr = _positive_float(lr, "lr")
+    lr = _float(lr, "lr", positive=True)
     if (steps is None) == (t_end is None):
         raise SpecError("steps", "give exactly one of steps (an integer ≥ 1) and t_end (flow time; "
                                  "steps = round(t_end / lr))")
     if steps is not None:
-        steps = _positive_int(steps, "steps")
+        steps = _int(steps, "steps", 1)
     else:
-        steps = max(1, int(round(_positive_float(t_end, "t_end") / lr)))
+        steps = max(1, int(round(_float(t_end, "t_end", positive=True) / lr)))
     if method in USES_BATCH:
         if batch is None:
             raise SpecError("batch", f"method {method!r} needs a batch size (an integer ≥ 1)")
-        batch = _positive_int(batch, "batch")
+        batch = _int(batch, "batch", 1)
     elif batch is not None:
         raise SpecError("batch", f"is only used by methods {list(USES_BATCH)}, not {method!r}")
     if method in USES_SAMPLES:
         if n is None:
             raise SpecError("n", f"method {method!r} needs the number of fixed samples n (an integer ≥ 1)")
-        n = _positive_int(n, "n")
+        n = _int(n, "n", 1)
         if method == "minibatch-sgd" and batch > n:
             raise SpecError("batch", f"must be ≤ n = {n} for 'minibatch-sgd', got {batch}")
     elif n is not None:
         raise SpecError("n", f"is only used by methods {list(USES_SAMPLES)}, not {method!r}")
-    seed = _positive_int(seed, "seed", 0)
+    seed = _int(seed, "seed", 0)
     if dtype not in DTYPES:
         raise SpecError("dtype", f"got {dtype!r}; allowed: {list(DTYPES)}")
     if save_every is None:
         save_every = max(1, steps // DEFAULT_SAVES)
-    save_every = _positive_int(save_every, "save_every")
+    save_every = _int(save_every, "save_every", 1)
     if max_norm_growth is not None:
         max_norm_growth = float(max_norm_growth)
         if not max_norm_growth > 1:
