@@ -8,12 +8,16 @@ from __future__ import annotations
 import numpy as np
 import jax.numpy as jnp
 
+from .backends import ExpectationBackend, make_backend
 from .errors import SolveError, SpecError
 from .gates import get_expert, get_gate
 from .init import gram_from_vectors
-from .kernel import gram_loss
-from .ode import gram_ode, integrate, loss_along
+from .layout import Layout
+from .ode import integrate, loss_along, terms_for, vector_field
+from .provenance import Provenance
+from .spec import SolverSpec
 from .trajectory import Trajectory
+from .typing import Gram, Norms, Times, Vectors
 
 
 def _check_vectors(V, W, V_star, W_star):
@@ -40,15 +44,25 @@ def _check_vectors(V, W, V_star, W_star):
     return V, W, Vs, Ws
 
 
-def population_loss(V, W, V_star, W_star, gate="sigmoid", expert="he3") -> float:
-    """Exact population loss ½E[(f(x) − f⋆(x))²], x ~ N(0, I_d) (SPEC §3), for any teacher."""
+def model_backend(name, gate, expert, m: int, m_star: int, options: dict | None = None) -> ExpectationBackend:
+    """The expectation backend ``name`` (``"pair"``, a registered name, or ``"module:Factory"``)."""
+    if isinstance(name, ExpectationBackend):
+        return name
+    gate, expert = get_gate(gate, "gate"), get_expert(expert, "expert")
+    return make_backend(name, gate, expert, Layout(int(m), int(m_star)), **(options or {}))
+
+
+def population_loss(V: Vectors, W: Vectors, V_star: Vectors, W_star: Vectors, gate="sigmoid", expert="he3",
+                    model_backend_name="pair") -> float:
+    """Exact population loss ½E[(f(x) − f⋆(x))²], x ~ N(0, I_d) (docs/maths.md §3), for any teacher."""
     V, W, Vs, Ws = _check_vectors(V, W, V_star, W_star)
     G, _ = gram_from_vectors(V, W, Vs, Ws)
-    fn = gram_loss(get_gate(gate, "gate"), get_expert(expert, "expert"), V.shape[0], Vs.shape[0])
+    fn = model_backend(model_backend_name, gate, expert, V.shape[0], Vs.shape[0])
     return float(fn.loss(jnp.asarray(G)))
 
 
-def population_grad(V, W, V_star, W_star, gate="sigmoid", expert="he3"):
+def population_grad(V: Vectors, W: Vectors, V_star: Vectors, W_star: Vectors, gate="sigmoid", expert="he3",
+                    model_backend_name="pair"):
     """(∂L/∂V, ∂L/∂W) of :func:`population_loss` with respect to the raw student vectors.
 
     ∇_{u_p} L = r_p⁻¹ (I − ū_p ū_pᵀ) Σ_k A_pk ū_k with A = ∂L/∂G (SPEC §2).
@@ -56,7 +70,7 @@ def population_grad(V, W, V_star, W_star, gate="sigmoid", expert="he3"):
     V, W, Vs, Ws = _check_vectors(V, W, V_star, W_star)
     m = V.shape[0]
     G, r = gram_from_vectors(V, W, Vs, Ws)
-    fn = gram_loss(get_gate(gate, "gate"), get_expert(expert, "expert"), m, Vs.shape[0])
+    fn = model_backend(model_backend_name, gate, expert, m, Vs.shape[0])
     _, A = fn.loss_and_grad(jnp.asarray(G))
     A = np.asarray(A)
     U = np.concatenate([V, W, Vs, Ws])
@@ -77,21 +91,24 @@ def check_times(times) -> np.ndarray:
     return ts
 
 
-def gradient_flow(V, W, V_star, W_star, times, gate="sigmoid", expert="he3", *, backend="diffrax",
-                  method="tsit5", rtol=1e-8, atol=1e-10, max_steps=1_000_000, norms="fixed",
-                  state="factor", progress=False) -> Trajectory:
+def gradient_flow(V: Vectors, W: Vectors, V_star: Vectors, W_star: Vectors, times: Times, gate="sigmoid",
+                  expert="he3", *, solver: SolverSpec | None = None, model_backend_name="pair",
+                  backend_options: dict | None = None, progress=False, **solver_options) -> Trajectory:
     """Exact gradient flow of the population loss from (V, W), saved at ``times``.
 
-    Integrates the Gram ODE (SPEC §2); the flow starts at ``times[0]``. Returns a
-    :class:`~flowmoe.trajectory.Trajectory` whose ``gram`` has shape (len(times), N, N) in the order
-    [v̄_1..v̄_m, w̄_1..w̄_m, v̄⋆_1..v̄⋆_m⋆, w̄⋆_1..w̄⋆_m⋆].
+    Integrates the Gram ODE (docs/maths.md §2); the flow starts at ``times[0]``. The integrator
+    settings are ``solver`` (a :class:`~flowmoe.spec.SolverSpec`) or its fields as keywords
+    (``backend="diffrax"``, ``method``, ``rtol``, ``atol``, ``max_steps``, ``norms``,
+    ``norm_drift_lr``, ``state``). ``model_backend_name`` picks the expectation backend (the
+    spec's ``model.backend``). Returns a :class:`~flowmoe.trajectory.Trajectory` whose ``gram``
+    has shape (len(times), N, N) in the layout of :class:`flowmoe.layout.Layout`.
     """
     V, W, Vs, Ws = _check_vectors(V, W, V_star, W_star)
     ts = check_times(times)
     G0, r0 = gram_from_vectors(V, W, Vs, Ws)
-    return flow_from_gram(G0, r0, V.shape[0], Vs.shape[0], ts, gate, expert, backend=backend,
-                          method=method, rtol=rtol, atol=atol, max_steps=max_steps, norms=norms,
-                          state=state, progress=progress)
+    return flow_from_gram(G0, r0, V.shape[0], Vs.shape[0], ts, gate, expert, solver=solver,
+                          model_backend_name=model_backend_name, backend_options=backend_options,
+                          progress=progress, **solver_options)
 
 
 def check_gram(G0, r0, m: int, m_star: int):
@@ -99,9 +116,13 @@ def check_gram(G0, r0, m: int, m_star: int):
     from .spec import _int
 
     m, m_star = _int(m, "m", 1), _int(m_star, "m_star", 1)
-    n = 2 * (m + m_star)
-    G0 = np.asarray(G0, dtype=np.float64)
-    r0 = np.asarray(r0, dtype=np.float64)
+    n = Layout(m, m_star).n_dirs
+    G0 = np.asarray(G0)
+    r0 = np.asarray(r0)
+    for name, a in (("G0", G0), ("r0", r0)):
+        if np.iscomplexobj(a) or a.dtype == object:
+            raise SpecError(name, "must be a real array (complex or object arrays are refused)")
+    G0, r0 = G0.astype(np.float64), r0.astype(np.float64)
     if G0.shape != (n, n):
         raise SpecError("G0", f"must be {n}×{n} (N = 2(m + m⋆) with m = {m}, m⋆ = {m_star}), got {G0.shape}")
     if r0.shape != (n,):
@@ -118,40 +139,62 @@ def check_gram(G0, r0, m: int, m_star: int):
     return G0, r0, m, m_star
 
 
-def check_solver_options(backend, method, rtol, atol, max_steps, norms, norm_drift_lr, state):
-    """The same checks as :class:`flowmoe.spec.SolverSpec`, for the keyword arguments of the API."""
-    from .spec import SolverSpec
+def solver_spec(solver: SolverSpec | None = None, **options) -> SolverSpec:
+    """A SolverSpec from an object or from its fields as keywords (not both); checked on creation."""
+    if solver is not None:
+        if options:
+            raise SpecError("solver", f"give a SolverSpec or its fields as keywords, not both (got {sorted(options)})")
+        if not isinstance(solver, SolverSpec):
+            raise SpecError("solver", f"must be a flowmoe.spec.SolverSpec, got {type(solver).__name__}")
+        return solver
+    if options.get("backend") == "scipy" and options.get("method", "tsit5") == "tsit5":
+        options["method"] = "DOP853"  # the scipy counterpart of the default
+    try:
+        return SolverSpec(**options)
+    except TypeError as err:
+        raise SpecError("solver", f"{err}; allowed keywords: backend, method, rtol, atol, max_steps, norms, "
+                                  "norm_drift_lr, state") from None
 
-    SolverSpec(backend=backend, method=method, rtol=rtol, atol=atol, max_steps=max_steps, norms=norms,
-               norm_drift_lr=norm_drift_lr, state=state)
+
+def ode_provenance(backend: ExpectationBackend, vf, solver: SolverSpec) -> Provenance:
+    gate, expert = getattr(backend, "gate", None), getattr(backend, "expert", None)
+    model = {"backend": backend.describe()}
+    if gate is not None:
+        model["gate"] = gate.convention()
+    if expert is not None:
+        model["expert"] = expert.convention()
+    return Provenance(source="ode", model=model, time="gradient-flow time t", solver=solver.to_dict(),
+                      dynamics=tuple(vf.describe()))
 
 
-def flow_from_gram(G0, r0, m, m_star, ts, gate="sigmoid", expert="he3", *, backend="diffrax",
-                   method="tsit5", rtol=1e-8, atol=1e-10, max_steps=1_000_000, norms="fixed",
-                   norm_drift_lr=0.0, state="factor", progress=False) -> Trajectory:
+def flow_from_gram(G0: Gram, r0: Norms, m, m_star, ts: Times, gate="sigmoid", expert="he3", *,
+                   solver: SolverSpec | None = None, model_backend_name="pair", backend_options: dict | None = None,
+                   progress=False, **solver_options) -> Trajectory:
     """Gradient flow from a Gram matrix and norms (the d-free entry point).
 
     If the solver stops early, raises :class:`SolveError` whose ``partial`` is the Trajectory up
-    to the last good saved time (or None if fewer than two times were reached).
+    to the last good saved time (or None if fewer than two times were reached); its provenance
+    has ``status="partial"`` and the solver statistics.
     """
     ts = check_times(ts)
     G0, r0, m, m_star = check_gram(G0, r0, m, m_star)
-    if backend == "scipy" and method == "tsit5":
-        method = "DOP853"  # the scipy counterpart of the default
-    check_solver_options(backend, method, rtol, atol, max_steps, norms, norm_drift_lr, state)
-    gate, expert = get_gate(gate, "gate"), get_expert(expert, "expert")
-    ode = gram_ode(gate, expert, m, m_star, norm_drift_lr)
-    meta = {"source": "ode", "gate": gate.convention(), "expert": expert.convention(),
-            "time": "gradient-flow time t"}
+    solver = solver_spec(solver, **solver_options)
+    backend = model_backend(model_backend_name, gate, expert, m, m_star, backend_options)
+    vf = vector_field(backend, terms_for(solver))
+    return solve_flow(vf, G0, r0, ts, solver, progress=progress)
+
+
+def solve_flow(vf, G0, r0, ts, solver: SolverSpec, progress=False, provenance: Provenance | None = None) -> Trajectory:
+    """Integrate ``vf`` and wrap the result in a Trajectory (partial on failure, see flow_from_gram)."""
+    prov = provenance or ode_provenance(vf.backend, vf, solver)
+    lay = vf.layout
     try:
-        gram, rs, info = integrate(ode, G0, r0, ts, backend=backend, method=method, rtol=rtol, atol=atol,
-                                   max_steps=max_steps, norms=norms, progress=progress, state=state)
+        gram, rs, stats = integrate(vf, G0, r0, ts, solver, progress=progress)
     except SolveError as err:
-        pts, pgram, prs = err.partial
+        pts, pgram, prs, stats = err.partial
         partial = None
         if len(pts) >= 2:
-            partial = Trajectory(pts, pgram, prs, loss_along(ode.loss_fn, pgram), m, m_star,
-                                 {**meta, "status": "partial", "error": str(err)})
+            partial = Trajectory(pts, pgram, prs, loss_along(vf.backend, pgram), lay.m, lay.m_star,
+                                 prov.replace(status="partial", error=str(err), stats=stats), lay)
         raise SolveError(str(err), partial=partial) from None
-    meta["solver"] = {**info, "norm_drift_lr": float(norm_drift_lr), "max_steps": int(max_steps)}
-    return Trajectory(ts, gram, rs, loss_along(ode.loss_fn, gram), m, m_star, meta)
+    return Trajectory(ts, gram, rs, loss_along(vf.backend, gram), lay.m, lay.m_star, prov.replace(stats=stats), lay)

@@ -53,18 +53,9 @@ class Gate:
         return call
 
     def jax_fn(self):
-        """π as a JAX function (for simulations in R^d)."""
-        import jax.numpy as jnp
-        import jax
-
-        table = {
-            "sigmoid": jax.nn.sigmoid,
-            "probit": lambda z: 0.5 * (1.0 + jax.scipy.special.erf(z / jnp.sqrt(2.0))),
-            "erf": lambda z: jax.scipy.special.erf(z / jnp.sqrt(2.0)),
-            "tanh": jnp.tanh,
-            "identity": lambda z: z,
-        }
-        return table[self.name]
+        """π as a JAX function (for simulations in R^d), lambdified from the same sympy formula
+        that the kernel's correlation tables are built from."""
+        return _jax_of(self.formula)
 
     def convention(self) -> dict:
         return {"name": self.name, "formula": str(self.formula), "description": self.description}
@@ -79,12 +70,29 @@ GATES = {
 }
 
 
+def register_gate(gate: Gate) -> Gate:
+    """Add a gate to :data:`GATES` (so specs can name it); a different gate of the same name is refused."""
+    known = GATES.get(gate.name)
+    if known is not None and known != gate:
+        raise SpecError("model.gate", f"a different gate named {gate.name!r} is already registered")
+    GATES[gate.name] = gate
+    return gate
+
+
 def get_gate(name, field: str = "model.gate") -> Gate:
+    """The registered gate of this name (a :class:`Gate` object is registered on first use)."""
     if isinstance(name, Gate):
-        return name
+        return register_gate(name)
     if not isinstance(name, str) or name not in GATES:
         raise SpecError(field, f"unknown gate {name!r}; allowed: {sorted(GATES)}")
     return GATES[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_of(expr: sp.Expr):
+    """A JAX function of z from a sympy expression in :data:`Z` (constants broadcast to z's shape)."""
+    fn = sp.lambdify(Z, expr, modules="jax")
+    return lambda z: fn(z) + 0.0 * z
 
 
 @dataclass(frozen=True)
@@ -109,8 +117,8 @@ class Expert:
         return sp.lambdify(Z, self.polynomial(), modules="numpy")
 
     def jax_fn(self):
-        fn = sp.lambdify(Z, sp.expand(self.polynomial()), modules="jax")
-        return lambda z: fn(z) + 0.0 * z
+        """The expert as a JAX function, lambdified from :meth:`polynomial` (the kernel's expression)."""
+        return _jax_of(sp.expand(self.polynomial()))
 
     def convention(self) -> dict:
         return {"name": self.name, "polynomial": str(sp.expand(self.polynomial())),

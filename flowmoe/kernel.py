@@ -22,6 +22,7 @@ import sympy as sp
 from . import symbolic
 from .correlation import correlation_table
 from .gates import Expert, Gate, get_expert, get_gate
+from .layout import Layout
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,11 +48,17 @@ class PairKernel:
         return out[0], jnp.stack(out[1:])
 
 
-@functools.lru_cache(maxsize=None)
 def pair_kernel(gate, expert1, expert2=None) -> PairKernel:
+    """The compiled pair kernel of (gate, expert1, expert2), cached on canonical names."""
     gate = get_gate(gate)
     expert1 = get_expert(expert1)
     expert2 = expert1 if expert2 is None else get_expert(expert2)
+    return _pair_kernel(gate.name, expert1.name, expert2.name)
+
+
+@functools.lru_cache(maxsize=None)
+def _pair_kernel(gate_name: str, expert1_name: str, expert2_name: str) -> PairKernel:
+    gate, expert1, expert2 = get_gate(gate_name), get_expert(expert1_name), get_expert(expert2_name)
     K = symbolic.pair_kernel(expert1, expert2)
     grads = symbolic.kernel_gradient(K)
     exprs = [K] + [grads[s] for s in symbolic.SLOTS]
@@ -65,87 +72,40 @@ def pair_kernel(gate, expert1, expert2=None) -> PairKernel:
     return PairKernel(gate, expert1, expert2, tuple(pq), table, fn)
 
 
-@dataclass(frozen=True, eq=False)
-class Layout:
-    """Where each unit's router and expert direction sits in the Gram matrix.
+class GramLoss:
+    """L(G) and A = ∂L/∂G (symmetric, zero diagonal, each unordered pair once) for one structure.
 
-    Order of directions: [v̄_1..v̄_m, w̄_1..w̄_m, v⋆_1..v⋆_m⋆, w⋆_1..w⋆_m⋆].
+    Pairs are the unordered unit pairs u ≤ u' of the layout (K(u', u) is K(u, u') with the slots
+    ab↔ce and ae↔cb swapped); pair (u, u') has weight s_u s_u' (u < u') or ½ s_u² (u = u') in
+    L = ½ Σ_{u,u'} s_u s_{u'} K(u, u').
     """
 
-    m: int
-    m_star: int
-
-    @property
-    def n_dirs(self) -> int:
-        return 2 * (self.m + self.m_star)
-
-    @property
-    def n_units(self) -> int:
-        return self.m + self.m_star
-
-    @functools.cached_property
-    def router(self) -> np.ndarray:
-        m, ms = self.m, self.m_star
-        return np.concatenate([np.arange(m), 2 * m + np.arange(ms)])
-
-    @functools.cached_property
-    def expert(self) -> np.ndarray:
-        m, ms = self.m, self.m_star
-        return np.concatenate([m + np.arange(m), 2 * m + ms + np.arange(ms)])
-
-    @functools.cached_property
-    def sign(self) -> np.ndarray:
-        return np.concatenate([np.ones(self.m), -np.ones(self.m_star)])
-
-    @functools.cached_property
-    def moving(self) -> np.ndarray:
-        """1.0 for student directions (they move), 0.0 for teacher directions."""
-        return np.concatenate([np.ones(2 * self.m), np.zeros(2 * self.m_star)])
-
-    @functools.cached_property
-    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Unordered unit pairs u ≤ u' (K(u', u) is K(u, u) with slots ab↔ce, ae↔cb swapped)."""
-        return np.triu_indices(self.n_units)
-
-    @functools.cached_property
-    def pair_weight(self) -> np.ndarray:
-        """Weight of each unordered pair in L = ½ Σ_{u,u'} s_u s_{u'} K(u, u'): s s' (u < u'), ½ s² (u = u')."""
-        iu, ju = self.pairs
-        return np.where(iu == ju, 0.5, 1.0) * self.sign[iu] * self.sign[ju]
-
-    @functools.cached_property
-    def slot_index(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row/column Gram indices of the six slots for every unordered unit pair: (6, P) each."""
-        iu, ju = self.pairs
-        r1, e1 = self.router[iu], self.expert[iu]  # unit u: router a, expert b
-        r2, e2 = self.router[ju], self.expert[ju]  # unit u': router c, expert e
+    def __init__(self, gate, expert, layout: Layout):
+        self.kernel = pair_kernel(gate, expert)
+        self.layout = layout
+        iu, ju = np.triu_indices(layout.n_units)
+        self.weights = np.where(iu == ju, 0.5, 1.0) * layout.sign[iu] * layout.sign[ju]
+        r1, e1 = layout.router[iu], layout.expert[iu]  # unit u: router a, expert b
+        r2, e2 = layout.router[ju], layout.expert[ju]  # unit u': router c, expert e
         rows = {"ac": r1, "ab": r1, "ae": r1, "cb": r2, "be": e1, "ce": r2}
         cols = {"ac": r2, "ab": e1, "ae": e2, "cb": e1, "be": e2, "ce": e2}
         S = symbolic.SLOTS
-        return np.stack([rows[s] for s in S]), np.stack([cols[s] for s in S])
-
-
-class GramLoss:
-    """L(G) and A = ∂L/∂G (symmetric, zero diagonal, each unordered pair once) for one structure."""
-
-    def __init__(self, gate, expert, m: int, m_star: int):
-        self.kernel = pair_kernel(gate, expert)
-        self.layout = Layout(m, m_star)
+        self.slot_index = (np.stack([rows[s] for s in S]), np.stack([cols[s] for s in S]))
 
     def pair_values(self, G):
-        rows, cols = self.layout.slot_index
+        rows, cols = self.slot_index
         rho = G[rows, cols]
         return self.kernel(rho)
 
     def loss(self, G):
         K, _ = self.pair_values(G)
-        return jnp.sum(jnp.asarray(self.layout.pair_weight) * K)
+        return jnp.sum(jnp.asarray(self.weights) * K)
 
     def loss_and_grad(self, G):
         """(L, A) with A_pq = ∂L/∂G_pq for p ≠ q (G_pq = G_qp one variable), A_pp = 0."""
-        rows, cols = self.layout.slot_index
+        rows, cols = self.slot_index
         K, dK = self.kernel(G[rows, cols])
-        w = jnp.asarray(self.layout.pair_weight)
+        w = jnp.asarray(self.weights)
         L = jnp.sum(w * K)
         n = self.layout.n_dirs
         Lbar = jnp.zeros((n, n), dtype=G.dtype).at[rows, cols].add(w[None] * dK)
@@ -154,6 +114,9 @@ class GramLoss:
         return L, A
 
 
-@functools.lru_cache(maxsize=None)
-def gram_loss(gate, expert, m: int, m_star: int) -> GramLoss:
-    return GramLoss(get_gate(gate), get_expert(expert), int(m), int(m_star))
+def gram_loss(gate, expert, m: int, m_star: int):
+    """The exact pair backend of one structure (cached on canonical names: ``"sigmoid"`` and the
+    Gate object give the same compiled functions)."""
+    from .backends import make_backend
+
+    return make_backend("pair", gate, expert, Layout(int(m), int(m_star)))

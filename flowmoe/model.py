@@ -70,6 +70,14 @@ class MoEModel:
         return fn.loss(gram_of(V, W, V_star, W_star))
 
 
-@functools.cache
+
+
+
 def moe_model(gate="sigmoid", expert="he3") -> MoEModel:
-    return MoEModel(get_gate(gate, "gate"), get_expert(expert, "expert"))
+    """The (cached) model of a gate and expert; names and objects give the same instance."""
+    return _moe_model(get_gate(gate, "gate").name, get_expert(expert, "expert").name)
+
+
+@functools.cache
+def _moe_model(gate_name: str, expert_name: str) -> MoEModel:
+    return MoEModel(get_gate(gate_name), get_expert(expert_name))

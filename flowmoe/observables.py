@@ -48,12 +48,12 @@ def matching(traj: Trajectory, at: int = 0) -> list[tuple[int, int]]:
 
 def error_terms(traj: Trajectory, pairs) -> dict[str, np.ndarray]:
     """Each candidate error term for each matched pair: arrays of shape (T, len(pairs))."""
-    m, ms = traj.m, traj.m_star
+    ms, lay = traj.m_star, traj.layout
     g1, g2 = traj.router_alignment, traj.expert_alignment
     G = traj.gram
-    vw = G[:, :m, 2 * m + ms:]        # ⟨v̄_i, w⋆_j⟩
-    wv = G[:, m:2 * m, 2 * m:2 * m + ms]  # ⟨w̄_i, v⋆_j⟩
-    selfo = np.abs(G[:, np.arange(m), m + np.arange(m)])  # ⟨v̄_i, w̄_i⟩
+    vw = G[:, lay.span("student routers"), lay.span("teacher experts")]  # ⟨v̄_i, w⋆_j⟩
+    wv = G[:, lay.span("student experts"), lay.span("teacher routers")]  # ⟨w̄_i, v⋆_j⟩
+    selfo = np.abs(G[:, lay.student_routers, lay.student_experts])  # ⟨v̄_i, w̄_i⟩
     out = {k: np.zeros((len(traj), len(pairs))) for k in ERROR_TERMS}
     for col, (i, j) in enumerate(pairs):
         others = [jj for jj in range(ms) if jj != j]

@@ -24,8 +24,10 @@ State (``state=``):
 Saved states are always step endpoints (diffrax: the step-size controller lands on every save
 time; scipy: one solve per interval between save times), never dense-output interpolants.
 
-Backends: diffrax (Tsit5 default, Dopri5, Dopri8; adaptive PID steps) and scipy ``solve_ivp``
-(an independent integrator on the same right-hand side).
+Integrators: diffrax (Tsit5 default, Dopri5, Dopri8; adaptive PID steps) and scipy ``solve_ivp``
+(an independent integrator on the same right-hand side). The vector field is a sum of terms
+(:mod:`flowmoe.terms`) over an expectation backend (:mod:`flowmoe.backends`); the integrator
+settings are one :class:`~flowmoe.spec.SolverSpec`.
 """
 
 from __future__ import annotations
@@ -39,59 +41,93 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from .backends import ExpectationBackend, make_backend
 from .errors import SolveError
-from .kernel import GramLoss, gram_loss
+from .layout import Layout
+from .spec import SolverSpec
+from .terms import GradientFlow, NormDrift, Term, context
 
 
-class GramODE:
-    """Right-hand side of the Gram ODE for one model structure (build with :func:`gram_ode`)."""
+class VectorField:
+    """The right-hand side: a sum of :class:`~flowmoe.terms.Term` over one expectation backend.
 
-    def __init__(self, gate, expert, m: int, m_star: int, norm_drift_lr: float = 0.0):
-        self.loss_fn = gram_loss(gate, expert, m, m_star)
-        self.moving = np.asarray(self.loss_fn.layout.moving)
-        self.norm_drift_lr = float(norm_drift_lr)
+    Build with :func:`vector_field` (cached). ``velocity(G, r)`` gives the Gram-form velocity;
+    :meth:`diffrax_term` the ``MultiTerm`` (one ``ODETerm`` per term) for the chosen state.
+    """
+
+    def __init__(self, backend: ExpectationBackend, terms: tuple[Term, ...]):
+        self.backend = backend
+        self.terms = tuple(terms)
+        self.layout: Layout = backend.layout
+
+    @property
+    def key(self) -> tuple:
+        return (self.backend.key, tuple(t.key for t in self.terms))
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, VectorField) and self.key == other.key
+
+    def describe(self) -> list[dict]:
+        return [t.describe() for t in self.terms]
 
     def velocity(self, G, r):
-        """(dG/dt, dr/dt, L) at (G, r)."""
-        L, A = self.loss_fn.loss_and_grad(G)
-        c = jnp.sum(A * G, axis=1)
-        P = A - jnp.diag(c)
-        PG = P @ G
-        D = -self.moving / r**2
-        BG = D[:, None] * PG
-        n = G.shape[0]
-        dG = (BG + BG.T) * (1.0 - jnp.eye(n, dtype=G.dtype))
-        dr = -self.moving * jnp.diagonal(PG) / r
-        if self.norm_drift_lr:
-            grad_sq = jnp.einsum("pk,kl,pl->p", P, G, P) / r**2
-            dr = dr + self.moving * self.norm_drift_lr * grad_sq / (2.0 * r)
-        return dG, dr, L
+        """(dG/dt, dr/dt, L) at (G, r), summed over the terms."""
+        ctx = context(self.backend, G, r)
+        dG, dr = jnp.zeros_like(G), jnp.zeros_like(r)
+        for term in self.terms:
+            g, q = term.gram_velocity(ctx)
+            dG, dr = dG + g, dr + q
+        return dG, dr, ctx.L
 
-    def __call__(self, t, y, args):
-        """Gram-state right-hand side: y = (G, r) → (dG/dt, dr/dt); ``args`` is the norms mode."""
-        G, r = y
-        dG, dr, _ = self.velocity(G, r)
-        if args == "fixed":
-            dr = jnp.zeros_like(dr)
-        return dG, dr
+    def _term_rhs(self, term: Term, state: str):
+        if state == "factor":
+            def rhs(t, y, args):
+                X, r = y
+                Xn = X / jnp.linalg.norm(X, axis=1, keepdims=True)
+                return term.factor_velocity(context(self.backend, Xn @ Xn.T, r, Xn))
+        else:
+            def rhs(t, y, args):
+                G, r = y
+                return term.gram_velocity(context(self.backend, G, r))
+        return rhs
 
-    def factor_rhs(self, t, y, args):
-        """Factor-state right-hand side: y = (X, r) with G = X̂ X̂ᵀ, X̂ = X with unit rows."""
-        X, r = y
-        Xn = X / jnp.linalg.norm(X, axis=1, keepdims=True)
-        G = Xn @ Xn.T
-        L, A = self.loss_fn.loss_and_grad(G)
-        c = jnp.sum(A * G, axis=1)
-        P = A - jnp.diag(c)
-        D = -self.moving / r**2
-        dX = D[:, None] * (P @ Xn)
-        dr = -self.moving * jnp.diagonal(P @ G) / r
-        if self.norm_drift_lr:
-            grad_sq = jnp.einsum("pk,kl,pl->p", P, G, P) / r**2
-            dr = dr + self.moving * self.norm_drift_lr * grad_sq / (2.0 * r)
-        if args == "fixed":
-            dr = jnp.zeros_like(dr)
-        return dX, dr
+    def rhs(self, state: str = "factor"):
+        """The summed right-hand side ``f(t, y, args)`` for ``state`` ("factor": y = (X, r); "gram": y = (G, r))."""
+        parts = [self._term_rhs(t, state) for t in self.terms]
+
+        def f(t, y, args):
+            out = [p(t, y, args) for p in parts]
+            return jax.tree_util.tree_map(lambda *a: sum(a), *out)
+        return f
+
+    def diffrax_term(self, state: str = "factor"):
+        """``MultiTerm`` of one ``ODETerm`` per term (a single ``ODETerm`` if there is one term)."""
+        odes = [diffrax.ODETerm(self._term_rhs(t, state)) for t in self.terms]
+        return odes[0] if len(odes) == 1 else diffrax.MultiTerm(*odes)
+
+
+def terms_for(solver: SolverSpec) -> tuple[Term, ...]:
+    """The terms a solver specification asks for: gradient flow, plus the GD norm drift if set."""
+    terms = [GradientFlow(norms=solver.norms)]
+    if solver.norm_drift_lr > 0:
+        terms.append(NormDrift(float(solver.norm_drift_lr)))
+    return tuple(terms)
+
+
+@functools.lru_cache(maxsize=None)
+def vector_field(backend: ExpectationBackend, terms: tuple[Term, ...]) -> VectorField:
+    """The (cached) :class:`VectorField` of a backend and terms: one compile per structure and solver."""
+    return VectorField(backend, terms)
+
+
+def gram_ode(gate, expert, m: int, m_star: int, norm_drift_lr: float = 0.0, norms: str = "fixed") -> VectorField:
+    """Convenience: the vector field of the exact pair engine for (gate, expert, m, m⋆)."""
+    backend = make_backend("pair", gate, expert, Layout(int(m), int(m_star)))
+    solver = SolverSpec(norms="state" if norm_drift_lr else norms, norm_drift_lr=norm_drift_lr)
+    return vector_field(backend, terms_for(solver))
 
 
 def gram_factor(G) -> np.ndarray:
@@ -112,30 +148,24 @@ def gram_of_factor(X) -> np.ndarray:
     return G
 
 
-@functools.lru_cache(maxsize=None)
-def gram_ode(gate, expert, m: int, m_star: int, norm_drift_lr: float = 0.0) -> GramODE:
-    """The (cached) :class:`GramODE` of one structure: one compile per structure and solver."""
-    return GramODE(gate, expert, int(m), int(m_star), float(norm_drift_lr))
-
-
 _SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_solver(ode: GramODE, method: str, rtol: float, atol: float, max_steps: int,
-                     norms: str, progress: bool, state: str = "factor"):
+def _compiled_solver(vf: VectorField, method: str, rtol: float, atol: float, max_steps: int,
+                     progress: bool, state: str = "factor"):
     solver = _SOLVERS[method]()
-    term = diffrax.ODETerm(ode.factor_rhs if state == "factor" else ode)
+    term = vf.diffrax_term(state)
     meter = diffrax.TqdmProgressMeter(refresh_steps=200) if progress else diffrax.NoProgressMeter()
 
     @jax.jit
-    def solve(G0, r0, ts):
+    def solve(Y0, r0, ts):
         # Steps land on every save time: saved states are step endpoints, never dense-output
         # interpolants. (Interpolated states left the PSD cone by ~1e-7 near nearly-duplicate
         # students, which made the loss slightly negative.)
         controller = diffrax.PIDController(rtol=rtol, atol=atol, step_ts=ts)
         sol = diffrax.diffeqsolve(
-            term, solver, t0=ts[0], t1=ts[-1], dt0=None, y0=(G0, r0), args=norms,
+            term, solver, t0=ts[0], t1=ts[-1], dt0=None, y0=(Y0, r0),
             saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller, max_steps=max_steps,
             throw=False, progress_meter=meter,
         )
@@ -143,80 +173,103 @@ def _compiled_solver(ode: GramODE, method: str, rtol: float, atol: float, max_st
     return solve
 
 
-def integrate(ode: GramODE, G0, r0, ts, *, backend="diffrax", method="tsit5", rtol=1e-8, atol=1e-10,
-              max_steps=1_000_000, norms="fixed", progress=False, state="factor"):
-    """Integrate from (G0, r0) and save at ``ts``. Returns (gram, norms, info).
+def integrate(vf: VectorField, G0, r0, ts, solver: SolverSpec | None = None, progress: bool = False):
+    """Integrate from (G0, r0) and save at ``ts`` with the settings of ``solver``.
 
-    On failure (max steps, non-finite state) raises :class:`SolveError` whose ``partial`` holds
-    ``(ts, gram, norms)`` up to the last good saved time.
+    Returns ``(gram, norms, stats)``, stats with the steps taken (diffrax: accepted and rejected;
+    scipy: RHS evaluations) and the wall time. On failure (max steps, non-finite state) raises
+    :class:`SolveError` whose ``partial`` holds ``(ts, gram, norms, stats)`` up to the last good
+    saved time.
     """
+    solver = SolverSpec() if solver is None else solver
     G0 = jnp.asarray(G0, dtype=jnp.float64)
     r0 = jnp.asarray(r0, dtype=jnp.float64)
     ts = np.asarray(ts, dtype=np.float64)
-    if state not in ("factor", "gram"):
-        raise ValueError(f"solver.state: {state!r}; allowed: ['factor', 'gram']")
-    info = {"backend": backend, "method": method, "rtol": rtol, "atol": atol, "norms": norms, "state": state}
+    state = solver.state
     Y0 = jnp.asarray(gram_factor(G0)) if state == "factor" else G0
+    stats = {}
     t_start = time.perf_counter()
-    if backend == "diffrax":
-        solve = _compiled_solver(ode, method, float(rtol), float(atol), int(max_steps), norms, bool(progress), state)
-        (gram, rs), ok, stats = solve(Y0, r0, jnp.asarray(ts))
+    if solver.backend == "diffrax":
+        solve = _compiled_solver(vf, solver.method, solver.rtol, solver.atol, solver.max_steps, bool(progress), state)
+        (gram, rs), ok, st = solve(Y0, r0, jnp.asarray(ts))
         gram, rs, ok = np.asarray(gram), np.asarray(rs), bool(ok)
-        info["steps"] = int(stats["num_accepted_steps"])
-        info["rejected_steps"] = int(stats["num_rejected_steps"])
-        message = "diffrax stopped early (max_steps reached or step size collapsed)"
-    elif backend == "scipy":
-        gram, rs, ok, message, nfev = _solve_scipy(ode, Y0, r0, ts, method, rtol, atol, norms, state)
-        info["rhs_evaluations"] = nfev
+        stats["steps"] = int(st["num_accepted_steps"])
+        stats["rejected_steps"] = int(st["num_rejected_steps"])
+        message = (f"diffrax stopped early (max_steps = {solver.max_steps} reached or the step size collapsed)")
     else:
-        raise ValueError(f"solver.backend: {backend!r}; allowed: ['diffrax', 'scipy']")
+        gram, rs, ok, message, nfev, nsteps = _solve_scipy(vf, Y0, r0, ts, solver)
+        stats["rhs_evaluations"] = nfev
+        stats["steps"] = nsteps
     if state == "factor":
         with np.errstate(invalid="ignore", divide="ignore"):
             gram = gram_of_factor(gram)
-    info["wall_time_s"] = time.perf_counter() - t_start
+    stats["wall_time_s"] = time.perf_counter() - t_start
     finite = np.all(np.isfinite(gram), axis=(1, 2)) & np.all(np.isfinite(rs), axis=1)
     good = int(np.argmin(finite)) if not finite.all() else len(ts)
     if not ok or good < len(ts):
         why = message if not ok else "the state became non-finite (NaN/inf)"
         raise SolveError(f"integration failed at t ≈ {ts[max(good - 1, 0)]:.6g}: {why}; "
                          f"{good} of {len(ts)} saved times are kept",
-                         partial=(ts[:good], gram[:good], rs[:good]))
-    return gram, rs, info
+                         partial=(ts[:good], gram[:good], rs[:good], stats))
+    return gram, rs, stats
 
 
-def _solve_scipy(ode: GramODE, G0, r0, ts, method, rtol, atol, norms, state):
-    n = G0.shape[0]
-    rhs = ode.factor_rhs if state == "factor" else ode
+@functools.lru_cache(maxsize=None)
+def _flat_rhs(vf: VectorField, state: str, n: int):
+    rhs = vf.rhs(state)
 
     @jax.jit
     def f(y):
-        G = y[: n * n].reshape(n, n)
+        Y = y[: n * n].reshape(n, n)
         r = y[n * n:]
-        dG, dr = rhs(0.0, (G, r), norms)
-        return jnp.concatenate([dG.ravel(), dr])
+        dY, dr = rhs(0.0, (Y, r), None)
+        return jnp.concatenate([dY.ravel(), dr])
+    return f
 
-    y = np.concatenate([np.asarray(G0).ravel(), np.asarray(r0)])
+
+def _solve_scipy(vf: VectorField, Y0, r0, ts, solver: SolverSpec):
+    n = Y0.shape[0]
+    f = _flat_rhs(vf, solver.state, n)  # compiled once per structure, not per call
+    y = np.concatenate([np.asarray(Y0).ravel(), np.asarray(r0)])
     Y = np.full((len(ts), y.size), np.nan)
     Y[0] = y
-    ok, message, nfev = True, "", 0
+    ok, message, nfev, nsteps = True, "", 0, 0
     # Segment by segment: every saved value is a step endpoint, not a dense-output interpolant
-    # (DOP853's interpolant was off by 7e-6 where its steps were good to 2e-8).
+    # (DOP853's interpolant was off by 7e-6 where its steps were good to 2e-8). ``max_steps``
+    # bounds the RHS evaluations over the whole solve (scipy counts evaluations, not steps).
     for k in range(len(ts) - 1):
-        res = solve_ivp(lambda t, y: np.asarray(f(jnp.asarray(y))), (ts[k], ts[k + 1]), y, method=method,
-                        rtol=rtol, atol=atol)
+        budget = solver.max_steps - nfev
+        count = [0]
+
+        def fun(t, y):
+            count[0] += 1
+            if count[0] > budget:
+                raise _Budget()
+            return np.asarray(f(jnp.asarray(y)))
+        try:
+            res = solve_ivp(fun, (ts[k], ts[k + 1]), y, method=solver.method, rtol=solver.rtol, atol=solver.atol)
+        except _Budget:
+            nfev += count[0] - 1
+            ok, message = False, f"scipy stopped early (max_steps = {solver.max_steps} right-hand-side evaluations reached)"
+            break
         nfev += int(res.nfev)
+        nsteps += max(len(res.t) - 1, 0)
         if not res.success or not np.all(np.isfinite(res.y[:, -1])):
             ok, message = False, res.message if not res.success else "non-finite state"
             break
         y = res.y[:, -1]
         Y[k + 1] = y
-    return Y[:, : n * n].reshape(-1, n, n), Y[:, n * n:], ok, message, nfev
+    return Y[:, : n * n].reshape(-1, n, n), Y[:, n * n:], ok, message, nfev, nsteps
+
+
+class _Budget(Exception):
+    pass
 
 
 LOSS_BLOCK = 64
 
 
-def loss_along(loss_fn: GramLoss, gram) -> np.ndarray:
+def loss_along(backend: ExpectationBackend, gram) -> np.ndarray:
     """Population loss at each saved Gram matrix (evaluated in blocks of a fixed size, so any
     number of saved times shares one compiled function)."""
     gram = np.asarray(gram, dtype=np.float64)
@@ -225,11 +278,11 @@ def loss_along(loss_fn: GramLoss, gram) -> np.ndarray:
         return np.zeros(0)
     pad = (-T) % LOSS_BLOCK
     padded = np.concatenate([gram, np.broadcast_to(gram[-1], (pad,) + gram.shape[1:])]) if pad else gram
-    fn = _batched_loss(loss_fn)
+    fn = _batched_loss(backend)
     out = [np.asarray(fn(jnp.asarray(padded[k:k + LOSS_BLOCK]))) for k in range(0, len(padded), LOSS_BLOCK)]
     return np.concatenate(out)[:T]
 
 
 @functools.lru_cache(maxsize=None)
-def _batched_loss(loss_fn: GramLoss):
-    return jax.jit(jax.vmap(loss_fn.loss))
+def _batched_loss(backend: ExpectationBackend):
+    return jax.jit(jax.vmap(backend.loss))

@@ -13,7 +13,7 @@ start as the ODE, and stores the same :class:`~flowmoe.trajectory.Trajectory` as
 
 Conventions: per-sample gradients go through v̄ = v/‖v‖ (:mod:`flowmoe.model`), so each gradient
 is orthogonal to its vector and the norms can only grow, ‖u − ηg‖² = ‖u‖² + η²‖g‖²; they are
-tracked. The time map is t = η × steps (stored in ``meta["time"]``). As η → 0 and B → ∞ the
+tracked. The time map is t = η × steps (stored in ``provenance.time``). As η → 0 and B → ∞ the
 overlaps converge to the ODE solution: error O(η) plus noise O(√(η/B)) (SPEC §6).
 
 Loop shape (STYLE §4): a pure ``step(state, data, lr) → state`` run inside ``lax.while_loop``
@@ -38,12 +38,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .data import InputDistribution, StandardGaussian
 from .errors import SolveError, SpecError
 from .gates import get_expert, get_gate
 from .kernel import gram_loss
+from .layout import Layout
 from .model import MoEModel, gram_of, moe_model
-from .spec import _float, _int
 from .ode import loss_along
+from .provenance import Provenance
+from .spec import _float, _int
 from .trajectory import Trajectory
 
 METHODS = ("population-gd", "online-sgd", "gd", "minibatch-sgd")
@@ -78,7 +81,7 @@ class Data(NamedTuple):
     r0W: jax.Array
 
 
-def _gradient(method: str, model: MoEModel, batch: int, n: int, d: int, dtype):
+def _gradient(method: str, model: MoEModel, batch: int, n: int, d: int, dtype, inputs: InputDistribution):
     """g(state, data) → (gV, gW) for one method (see the module docstring)."""
     loss_grad = jax.grad(model.batch_loss, argnums=(0, 1))
     if method == "population-gd":
@@ -86,7 +89,7 @@ def _gradient(method: str, model: MoEModel, batch: int, n: int, d: int, dtype):
         return lambda s, data: pop_grad(s.V, s.W, data.V_star, data.W_star)
     if method == "online-sgd":
         def online(s, data):
-            X = jax.random.normal(jax.random.fold_in(data.key, s.k), (batch, d), dtype)
+            X = inputs.sample(jax.random.fold_in(data.key, s.k), batch, d, dtype)
             y = model.output(data.V_star, data.W_star, X)
             return loss_grad(s.V, s.W, X, y)
         return online
@@ -101,10 +104,11 @@ def _gradient(method: str, model: MoEModel, batch: int, n: int, d: int, dtype):
 
 
 @functools.cache
-def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform, project=False):
+def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform, project=False,
+            inputs: InputDistribution = StandardGaussian()):
     """The compiled ``run(state, data, lr, total, save_every, count)`` of one configuration."""
     dtype = DTYPES[dtype_name]
-    grad = _gradient(method, model, batch, n, d, dtype)
+    grad = _gradient(method, model, batch, n, d, dtype, inputs)
     per_epoch = n // batch if method == "minibatch-sgd" else 0
 
     def step(s: State, data: Data, lr) -> State:
@@ -140,7 +144,7 @@ def _runner(method, model, batch, n, d, m, m_star, dtype_name, chunk, transform,
             return jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, c[0]), code
         return jax.lax.while_loop(cond, body, (s, status))
 
-    n_dirs = 2 * (m + m_star)
+    n_dirs = Layout(m, m_star).n_dirs
 
     @jax.jit
     def run(s: State, data: Data, lr, total, save_every, count):
@@ -201,7 +205,8 @@ def check_options(method, lr, steps=None, t_end=None, batch=None, n=None, seed=0
 
 def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, t_end=None, batch=None,
              n=None, seed=0, gate="sigmoid", expert="he3", save_every=None, dtype="float64",
-             max_norm_growth=10.0, grad_transform=None, project=False, progress=False) -> Trajectory:
+             max_norm_growth=10.0, grad_transform=None, project=False, progress=False,
+             inputs: InputDistribution | None = None) -> Trajectory:
     """Train the student (V, W) against the teacher (V⋆, W⋆) by finite steps in R^d.
 
     ``method`` is one of :data:`METHODS`; ``lr`` the step η; give ``steps`` or a flow time
@@ -216,8 +221,9 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     spherical, SGD/GD). The model only sees directions, so this changes nothing but the norms; it
     removes the noise-driven norm growth that slows plain SGD at large d/B (effective step
     η/‖u‖²), and the step then follows the flow on the spheres of the initial norms.
+    ``inputs`` is the input distribution (:mod:`flowmoe.data`; default x ~ N(0, I_d)).
 
-    Returns a :class:`Trajectory` (``t``, ``gram``, ``norms``, ``loss``, ``meta``); raises
+    Returns a :class:`Trajectory` (``t``, ``gram``, ``norms``, ``loss``, ``provenance``); raises
     :class:`SolveError` with the partial Trajectory if the run diverges.
     """
     from .api import _check_vectors
@@ -232,11 +238,17 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     B = opts["batch"] or 0
     n_fixed = opts["n"] or 0
 
+    inputs = StandardGaussian() if inputs is None else inputs
+    if not isinstance(inputs, InputDistribution):
+        raise SpecError("inputs", f"must be a flowmoe.data.InputDistribution, got {type(inputs).__name__}")
+    if inputs.directions(d).shape[0]:
+        raise SpecError("inputs", "distributions with fixed directions need an expectation backend for them; "
+                                  "only the standard Gaussian is supported by the simulators' loss today")
     key = jax.random.key(opts["seed"])
     data_key, step_key = jax.random.split(key)
     Vs, Ws = jnp.asarray(V_star, jdt), jnp.asarray(W_star, jdt)
     if n_fixed:
-        X = jax.random.normal(data_key, (n_fixed, d), jdt)
+        X = inputs.sample(data_key, n_fixed, d, jdt)
         y = _jitted(model.output)(Vs, Ws, X)
     else:
         X, y = jnp.zeros((0, d), jdt), jnp.zeros((0,), jdt)
@@ -250,7 +262,8 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
 
     n_saves = -(-steps // every)
     chunk = CHUNK  # fixed, so that runs of any length share one compiled function
-    run = _runner(method, model, B, n_fixed, d, m, m_star, opts["dtype"], chunk, grad_transform, bool(project))
+    run = _runner(method, model, B, n_fixed, d, m, m_star, opts["dtype"], chunk, grad_transform, bool(project),
+                  inputs)
     lr_arr, total, every_arr = jnp.asarray(opts["lr"], jdt), jnp.asarray(steps), jnp.asarray(every)
 
     G0 = np.asarray(_jitted(gram_of)(state.V, state.W, Vs, Ws), dtype=np.float64)
@@ -281,21 +294,19 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     gram = np.concatenate(grams)
     loss = loss_along(gram_loss(gate_obj, expert_obj, m, m_star), gram)
     samples = {"population-gd": 0, "online-sgd": B, "gd": n_fixed, "minibatch-sgd": B}[method]
-    meta = {"source": "simulation", "method": method, "lr": opts["lr"], "batch": opts["batch"],
-            "n": opts["n"], "seed": opts["seed"], "steps": int(ks[-1]), "steps_requested": steps,
-            "save_every": every, "time": "t = lr * steps", "dtype": opts["dtype"],
-            "max_norm_growth": growth, "gate": gate_obj.convention(), "expert": expert_obj.convention(),
-            "d": d, "samples_per_step": samples, "wall_time_s": wall,
-            "grad_transform": None if grad_transform is None else repr(grad_transform),
-            "project": bool(project),
-            "status": "ok" if failure is None else "diverged"}
-    traj = Trajectory(opts["lr"] * ks, gram, np.concatenate(norms), loss, m, m_star, meta)
+    sim = {"method": method, "lr": opts["lr"], "batch": opts["batch"], "n": opts["n"], "seed": opts["seed"],
+           "steps": int(ks[-1]), "steps_requested": steps, "save_every": every, "dtype": opts["dtype"],
+           "max_norm_growth": growth, "d": d, "samples_per_step": samples, "project": bool(project),
+           "grad_transform": None if grad_transform is None else repr(grad_transform), "inputs": inputs.describe()}
+    prov = Provenance(source="simulation", model={"gate": gate_obj.convention(), "expert": expert_obj.convention()},
+                      time="t = lr * steps", simulation=sim, stats={"wall_time_s": wall})
+    traj = Trajectory(opts["lr"] * ks, gram, np.concatenate(norms), loss, m, m_star, prov)
     if failure is not None:
         code, k_bad = failure
         why = ("the parameters or their norms became non-finite (NaN/inf)" if code == _NONFINITE else
                f"a norm grew beyond max_norm_growth = {growth:g} × its initial value (the time map "
                "t = lr × steps no longer follows gradient flow)")
-        traj.meta["error"] = why
+        traj = traj.with_provenance(status="diverged", error=why)
         raise SolveError(f"{method} diverged at step {k_bad + 1} (t = lr × steps ≈ {opts['lr'] * (k_bad + 1):.6g}): "
                          f"{why}; lr = {opts['lr']:g} is too large. The saves up to t = {traj.t[-1]:.6g} "
                          f"({len(traj)} of {n_saves + 1}) are kept in .partial", partial=traj)

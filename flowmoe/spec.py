@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -122,6 +123,7 @@ class MoESpec:
     d: int = 1000
     gate: str = "sigmoid"
     expert: str = "he3"
+    backend: str = "pair"
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     init: InitSpec = field(default_factory=InitSpec)
 
@@ -138,6 +140,9 @@ class MoESpec:
             raise SpecError("model.d", f"teacher geometry {self.teacher.geometry!r} needs d ≥ m⋆ = {m_star}")
         get_gate(self.gate, "model.gate")
         expert = get_expert(self.expert, "model.expert")
+        from .backends import check_backend_name
+
+        check_backend_name(self.backend, "model.backend")
         if self.teacher.gram is not None:
             g = np.asarray(self.teacher.gram, dtype=float)
             if g.shape != (2 * m_star, 2 * m_star):
@@ -191,6 +196,9 @@ class SolverSpec:
         if self.norm_drift_lr > 0 and self.norms != "state":
             raise SpecError("solver.norm_drift_lr", "needs solver.norms = 'state'")
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
     def times(self) -> np.ndarray:
         if self.spacing == "linear":
             return np.linspace(0.0, self.t_end, self.n_save)
@@ -213,23 +221,42 @@ class ObserveSpec:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything ``flowmoe run`` needs; what a preset file holds."""
+    """Everything ``flowmoe run`` needs; what a preset file holds.
+
+    ``backend_options`` (the ``[backend]`` table) are passed to the expectation backend named by
+    ``model.backend`` (e.g. the point count of a quadrature backend); the exact pair engine takes none.
+    """
 
     name: str = "custom"
     model: MoESpec = field(default_factory=MoESpec)
     solver: SolverSpec = field(default_factory=SolverSpec)
     observe: ObserveSpec = field(default_factory=ObserveSpec)
+    backend_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.backend_options, dict):
+            raise SpecError("backend", f"must be a table of options, got {self.backend_options!r}")
+
+    def __hash__(self):
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         teacher = out["model"].pop("teacher")
         init = out["model"].pop("init")
         return {"name": self.name, "model": out["model"], "teacher": teacher, "init": init,
-                "solver": out["solver"], "observe": out["observe"]}
+                "solver": out["solver"], "observe": out["observe"], "backend": dict(self.backend_options)}
+
+    def backend(self):
+        """The expectation backend of this spec (cached per structure)."""
+        from .api import model_backend
+
+        m = self.model
+        return model_backend(m.backend, m.gate, m.expert, m.m, m.m_star, self.backend_options)
 
     @classmethod
     def from_dict(cls, data: dict, name: str | None = None) -> "RunSpec":
-        known = {"name", "model", "teacher", "init", "solver", "observe"}
+        known = {"name", "model", "teacher", "init", "solver", "observe", "backend"}
         for key in data:
             if key not in known:
                 raise SpecError(str(key), f"unknown section; allowed: {sorted(known)}")
@@ -247,8 +274,12 @@ class RunSpec:
         teacher = TeacherSpec(**sections["teacher"])
         init = InitSpec(**sections["init"])
         model = MoESpec(**sections["model"], teacher=teacher, init=init)
+        options = data.get("backend", {})
+        if not isinstance(options, dict):
+            raise SpecError("backend", f"must be a table of options (e.g. [backend] in TOML), got {options!r}")
         return cls(name=name or data.get("name", "custom"), model=model,
-                   solver=SolverSpec(**sections["solver"]), observe=ObserveSpec(**sections["observe"]))
+                   solver=SolverSpec(**sections["solver"]), observe=ObserveSpec(**sections["observe"]),
+                   backend_options=dict(options))
 
     def with_overrides(self, overrides: list[str] | dict) -> "RunSpec":
         """Apply ``section.field=value`` overrides (values parsed as TOML scalars)."""
@@ -258,7 +289,7 @@ class RunSpec:
             parts = key.split(".")
             if len(parts) != 2 or parts[0] not in data or not isinstance(data[parts[0]], dict):
                 raise SpecError(key, "overrides look like section.field=value with section one of "
-                                     "model, teacher, init, solver, observe")
+                                     "model, teacher, init, solver, observe, backend")
             data[parts[0]][parts[1]] = value
         return RunSpec.from_dict(data, name=self.name)
 

@@ -52,33 +52,29 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
     Integrates ``chunk`` saved intervals per solver call (the last call padded with extra save
     points inside its last interval, dropped afterwards, so every call has the same shape: one
     compile). ``stop(traj) -> bool`` is asked after each chunk with the trajectory so far; True ends
-    the integration there (``meta["stopped_early"]``). On failure raises SolveError whose
+    the integration there (``provenance.status == "stopped-early"``). On failure raises SolveError whose
     ``partial`` is the Trajectory up to the last good saved time (or None).
     """
-    from .gates import get_expert, get_gate
+    from .api import ode_provenance
     from .init import initial_state
-    from .ode import gram_ode, integrate, loss_along
+    from .ode import integrate, loss_along, terms_for, vector_field
 
     mod, sol = spec.model, spec.solver
-    gate, expert = get_gate(mod.gate), get_expert(mod.expert)
-    ode = gram_ode(gate, expert, mod.m, mod.m_star, sol.norm_drift_lr)
+    vf = vector_field(spec.backend(), terms_for(sol))
     state = initial_state(mod) if state is None else state
     ts = np.asarray(sol.times() if ts is None else ts, dtype=np.float64)
-    opts = {"backend": sol.backend, "method": sol.method, "rtol": sol.rtol, "atol": sol.atol,
-            "max_steps": sol.max_steps, "norms": sol.norms, "state": sol.state}
-    meta = {"source": "ode", "gate": gate.convention(), "expert": expert.convention(),
-            "time": "gradient-flow time t", "solver": dict(opts, steps=0, rejected_steps=0, wall_time_s=0.0),
-            "spec": spec.to_dict(), "stopped_early": False}
+    prov = ode_provenance(vf.backend, vf, sol).replace(spec=spec.to_dict())
+    stats = {"steps": 0, "rejected_steps": 0, "wall_time_s": 0.0}
     grams, norms, losses = [], [], []
     G, r = state.gram, state.norms
     k, n = 0, len(ts)
 
-    def current():
+    def current(**changes):
         if not grams:
             return None
         gram = np.concatenate(grams)
         return Trajectory(ts[:len(gram)], gram, np.concatenate(norms), np.concatenate(losses), mod.m, mod.m_star,
-                          meta)
+                          prov.replace(stats=dict(stats), **changes), vf.layout)
 
     while k < n - 1:
         seg = ts[k:k + chunk + 1]
@@ -89,13 +85,15 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
             keep = np.concatenate([np.arange(len(seg) - 1), [len(full) - 1]])
             seg = full
         try:
-            g, rr, info = integrate(ode, G, r, seg, **opts)
+            g, rr, info = integrate(vf, G, r, seg, sol)
         except SolveError as err:
-            raise SolveError(str(err), partial=current()) from None
-        meta["solver"]["steps"] += info.get("steps", 0)
-        meta["solver"]["rejected_steps"] += info.get("rejected_steps", 0)
-        meta["solver"]["wall_time_s"] += info["wall_time_s"]
-        loss = loss_along(ode.loss_fn, g)  # shape (chunk + 1, ...): one compile
+            info = err.partial[3]
+            for key in stats:
+                stats[key] += info.get(key, 0)
+            raise SolveError(str(err), partial=current(status="partial", error=str(err))) from None
+        for key in stats:
+            stats[key] += info.get(key, 0)
+        loss = loss_along(vf.backend, g)  # shape (chunk + 1, ...): one compile
         first = 0 if k == 0 else 1  # the first chunk keeps its start, later ones start where the last ended
         grams.append(g[keep][first:])
         norms.append(rr[keep][first:])
@@ -103,8 +101,7 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
         G, r = g[-1], rr[-1]
         k += len(keep) - 1
         if stop is not None and k < n - 1 and stop(current()):
-            meta["stopped_early"] = True
-            break
+            return current(status="stopped-early")
     return current()
 
 

@@ -1,7 +1,9 @@
 """Array shape aliases used in signatures (diffrax-style, with jaxtyping).
 
-``N`` is the number of unit directions, ``N = 2m + 2m⋆``, ordered
-``[v̄_1..v̄_m, w̄_1..w̄_m, v⋆_1..v⋆_m⋆, w⋆_1..w⋆_m⋆]``.
+``N`` is the number of unit directions (``N = 2m + 2m⋆`` without shared experts), in the block
+order of :class:`flowmoe.layout.Layout`; ``T`` the number of saved times; ``d`` the input
+dimension. With ``jaxtyping``'s import hook (``jaxtyping.install_import_hook("flowmoe",
+"beartype.beartype")``) the annotated signatures are checked at run time.
 """
 
 from __future__ import annotations
@@ -17,4 +19,6 @@ Gram = Float[ArrayLike, "N N"]
 Norms = Float[ArrayLike, " N"]
 GramPath = Float[ArrayLike, "T N N"]
 Vectors = Float[ArrayLike, "k d"]
+Times = Float[ArrayLike, " T"]
+Factor = Float[ArrayLike, "N k"]
 Scalar = Float[ArrayLike, ""]
