@@ -1,6 +1,6 @@
 """flowmoe: exact gradient-flow dynamics of soft-routed mixture-of-experts models.
 
-float64 is switched on at import, before any JAX constant is built (SPEC, pitfalls).
+float64 is switched on at import, before any JAX constant is built (a JAX constant built earlier would be float32).
 """
 
 import jax as _jax

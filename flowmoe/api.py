@@ -1,6 +1,6 @@
 """The Python API on raw vectors: exact population loss, its gradient, and gradient flow.
 
-Vectors are rows and need not be unit length; only directions enter the model (SPEC §1).
+Vectors are rows and need not be unit length; only directions enter the model (docs/maths.md §1).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def population_grad(V: Vectors, W: Vectors, V_star: Vectors, W_star: Vectors, ga
                     model_backend_name="pair"):
     """(∂L/∂V, ∂L/∂W) of :func:`population_loss` with respect to the raw student vectors.
 
-    ∇_{u_p} L = r_p⁻¹ (I − ū_p ū_pᵀ) Σ_k A_pk ū_k with A = ∂L/∂G (SPEC §2).
+    ∇_{u_p} L = r_p⁻¹ (I − ū_p ū_pᵀ) Σ_k A_pk ū_k with A = ∂L/∂G (docs/maths.md §2).
     """
     V, W, Vs, Ws = _check_vectors(V, W, V_star, W_star)
     m = V.shape[0]

@@ -1,4 +1,4 @@
-"""Gate correlation functions R_{p,q}(ρ) = E[π^{(p)}(s) π^{(q)}(u)] (SPEC §3).
+"""Gate correlation functions R_{p,q}(ρ) = E[π^{(p)}(s) π^{(q)}(u)] (docs/maths.md §3).
 
 (s, u) is a standard bivariate normal pair with correlation ρ. Price's theorem gives
 R'_{p,q} = R_{p+1,q+1}, and R_{p,q} = R_{q,p}. Each R_{p,q} is smooth on the closed interval

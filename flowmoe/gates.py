@@ -91,7 +91,10 @@ def get_gate(name, field: str = "model.gate") -> Gate:
 @functools.lru_cache(maxsize=None)
 def _jax_of(expr: sp.Expr):
     """A JAX function of z from a sympy expression in :data:`Z` (constants broadcast to z's shape)."""
-    fn = sp.lambdify(Z, expr, modules="jax")
+    import jax.scipy.special as jsp
+
+    # sympy's JAX printer leaves the error function to the math module: map it explicitly.
+    fn = sp.lambdify(Z, expr, modules=[{"erf": jsp.erf, "erfc": jsp.erfc}, "jax"])
     return lambda z: fn(z) + 0.0 * z
 
 

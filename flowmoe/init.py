@@ -1,4 +1,4 @@
-"""Initial states: teacher vectors, student vectors, and their Gram matrix (SPEC §1).
+"""Initial states: teacher vectors, student vectors, and their Gram matrix (docs/maths.md §1).
 
 Two samplers with the same law:
 

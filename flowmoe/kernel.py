@@ -1,11 +1,11 @@
-"""The numerical pair kernel and the population loss on the Gram matrix (SPEC §2–§3).
+"""The numerical pair kernel and the population loss on the Gram matrix (docs/maths.md §2–§3).
 
 The symbolic layer (:mod:`flowmoe.symbolic`) derives K and ∂K/∂ρ for one pair of units; this
 module turns them into one vectorised JAX function (sympy ``lambdify`` on arrays, with common
 subexpressions eliminated) and evaluates it over all (m + m⋆)² ordered pairs of units at once.
 The whole m-expert system is never expanded symbolically.
 
-Loss (SPEC §3): with units running over students (sign +1) and teachers (sign −1),
+Loss (docs/maths.md §3): with units running over students (sign +1) and teachers (sign −1),
 L(G) = ½ Σ_{u,u'} s_u s_{u'} K(u, u'). Its derivative with respect to each off-diagonal Gram entry
 (each unordered pair once) is assembled by scatter-adding the six slot derivatives.
 """

@@ -1,4 +1,4 @@
-"""The student–teacher MoE in R^d as JAX functions, for simulations (SPEC §1).
+"""The student–teacher MoE in R^d as JAX functions, for simulations (docs/maths.md §1).
 
     f(θ, x) = Σ_i π(v̄_iᵀx) · P(w̄_iᵀx),   v̄ = v/‖v‖, w̄ = w/‖w‖,
 
@@ -65,7 +65,7 @@ class MoEModel:
         return 0.5 * jnp.mean(r * r)
 
     def population_loss(self, V, W, V_star, W_star):
-        """Exact ½E[(f − f⋆)²] from the Gram matrix of the unit directions (SPEC §3)."""
+        """Exact ½E[(f − f⋆)²] from the Gram matrix of the unit directions (docs/maths.md §3)."""
         fn = gram_loss(self.gate, self.expert, V.shape[0], V_star.shape[0])
         return fn.loss(gram_of(V, W, V_star, W_star))
 

@@ -1,4 +1,4 @@
-"""Observables computed from a saved Gram trajectory (SPEC §4).
+"""Observables computed from a saved Gram trajectory (docs/maths.md §4).
 
 Definitions (the paper names these quantities; the exact definitions are ours and configurable):
 

@@ -1,4 +1,4 @@
-"""The population-gradient ODE on the Gram matrix (SPEC §2) and its integrators.
+"""The population-gradient ODE on the Gram matrix (docs/maths.md §2) and its integrators.
 
 With r_p = ‖u_p‖, A_pq = ∂L/∂G_pq (each unordered pair once, A_pp = 0) and c_p = Σ_k A_pk G_pk,
 

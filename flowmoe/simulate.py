@@ -1,4 +1,4 @@
-"""Finite-step training in R^d on the raw vectors (SPEC §6): the check of the ODE by simulation.
+"""Finite-step training in R^d on the raw vectors (docs/maths.md §6): the check of the ODE by simulation.
 
 Every method takes steps θ ← θ − η g(θ) on the raw student vectors θ = (V, W), from the same
 start as the ODE, and stores the same :class:`~flowmoe.trajectory.Trajectory` as the ODE:
@@ -14,7 +14,7 @@ start as the ODE, and stores the same :class:`~flowmoe.trajectory.Trajectory` as
 Conventions: per-sample gradients go through v̄ = v/‖v‖ (:mod:`flowmoe.model`), so each gradient
 is orthogonal to its vector and the norms can only grow, ‖u − ηg‖² = ‖u‖² + η²‖g‖²; they are
 tracked. The time map is t = η × steps (stored in ``provenance.time``). As η → 0 and B → ∞ the
-overlaps converge to the ODE solution: error O(η) plus noise O(√(η/B)) (SPEC §6).
+overlaps converge to the ODE solution: error O(η) plus noise O(√(η/B)) (docs/maths.md §6).
 
 Loop shape (STYLE §4): a pure ``step(state, data, lr) → state`` run inside ``lax.while_loop``
 between saves, and saves collected by ``lax.fori_loop`` in chunks of at most :data:`CHUNK`

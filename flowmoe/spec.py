@@ -1,4 +1,4 @@
-"""Model and run specifications, validated on construction (SPEC §1).
+"""Model and run specifications, validated on construction (docs/maths.md §1).
 
 A :class:`RunSpec` is what a TOML preset holds: the model (:class:`MoESpec`), the teacher
 geometry, the initialisation, the solver and the observation settings. Every field is checked when
@@ -116,7 +116,7 @@ class InitSpec:
 
 @dataclass(frozen=True)
 class MoESpec:
-    """The student–teacher soft-routed MoE: f(x) = Σ_i π(v̄_iᵀx) P(w̄_iᵀx) (SPEC §1)."""
+    """The student–teacher soft-routed MoE: f(x) = Σ_i π(v̄_iᵀx) P(w̄_iᵀx) (docs/maths.md §1)."""
 
     m: int = 25
     m_star: int = 5
@@ -207,7 +207,7 @@ class SolverSpec:
 
 @dataclass(frozen=True)
 class ObserveSpec:
-    """Observation settings (SPEC §4): alignment threshold for T₁ and error tolerance for T_c."""
+    """Observation settings (docs/maths.md §4): alignment threshold for T₁ and error tolerance for T_c."""
 
     threshold: float = 0.9
     error_tol: float = 0.05

@@ -1,4 +1,4 @@
-"""Symbolic derivation of the pair kernel, the loss and its derivatives (SPEC §3).
+"""Symbolic derivation of the pair kernel, the loss and its derivatives (docs/maths.md §3).
 
 The only rule used is Gaussian integration by parts (Stein's lemma) for a unit vector e:
 
@@ -10,7 +10,7 @@ He_n(bᵀx) as ρ_be·n·He_{n−1}(bᵀx). After both expert polynomials have b
 left is E[π^{(p)}(aᵀx) π^{(q)}(cᵀx)] = R_{p,q}(ρ_ac). Sympy carries out these steps for each
 (gate, expert) case; nothing about the resulting sum over contraction multiplicities is
 hand-written. ``tests/test_symbolic.py`` checks the result against the closed-form diagram sum
-of SPEC §3 and ``tests/test_kernel.py`` against 4-D Gauss–Hermite quadrature.
+of docs/maths.md §3 and ``tests/test_kernel.py`` against 4-D Gauss–Hermite quadrature.
 
 Slots of the pair kernel (the six overlaps between the four directions):
 ``ac`` (router–router), ``ab`` (router 1–expert 1), ``ae`` (router 1–expert 2),
@@ -174,7 +174,7 @@ class ReducedSystem:
 
     Overlaps: α = ⟨v̄, v⋆⟩, β = ⟨w̄, w⋆⟩, μ = ⟨v̄, w⋆⟩, ν = ⟨w̄, v⋆⟩, ρ = ⟨v̄, w̄⟩.
     ``loss`` is L = ½K_ss − K_st + ½K_tt; ``rhs`` the exact gradient-flow ODE for the five overlaps,
-    obtained from the general Gram ODE (SPEC §2) applied to the symbolic 4×4 Gram.
+    obtained from the general Gram ODE (docs/maths.md §2) applied to the symbolic 4×4 Gram.
     """
 
     loss: sp.Expr

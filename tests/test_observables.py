@@ -87,11 +87,27 @@ def test_summary_reports_recovery_order():
 
 def test_trajectory_roundtrip(tmp_path):
     traj, _ = _synthetic()
-    traj.meta["source"] = "synthetic"
+    traj = traj.with_provenance(source="simulation", status="partial", error="cut").annotate(label="synthetic")
     path = traj.save(tmp_path / "t.npz")
     back = Trajectory.load(path)
     np.testing.assert_array_equal(back.gram, traj.gram)
-    assert back.meta["source"] == "synthetic" and back.m == traj.m
+    assert back.provenance == traj.provenance and back.m == traj.m and back.layout == traj.layout
+
+
+def test_legacy_meta_file_loads(tmp_path):
+    """A trajectory file of flowmoe 0.1 (free ``meta`` JSON string) loads with its provenance."""
+    import json
+
+    traj, _ = _synthetic()
+    meta = {"source": "ode", "gate": {"name": "sigmoid"}, "solver": {"method": "tsit5", "steps": 12},
+            "status": "partial", "error": "max steps", "labels": [1, 2]}
+    np.savez_compressed(tmp_path / "old.npz", t=traj.t, gram=traj.gram, norms=traj.norms, loss=traj.loss,
+                        m=traj.m, m_star=traj.m_star, meta=json.dumps(meta))
+    back = Trajectory.load(tmp_path / "old.npz")
+    p = back.provenance
+    assert (p.source, p.status, p.error, p.stats["steps"], p.solver["method"]) == ("ode", "partial", "max steps", 12,
+                                                                                   "tsit5")
+    assert p.model["gate"]["name"] == "sigmoid" and p.notes["labels"] == [1, 2]
 
 
 def test_trajectory_shape_errors():

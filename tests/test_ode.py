@@ -41,7 +41,7 @@ def test_gram_ode_equals_raw_gradient_flow_in_Rd():
     for i in range(len(times)):
         Vt, Wt = raw.y[: m * d, i].reshape(m, d), raw.y[m * d:, i].reshape(m, d)
         G_raw, r_raw = gram_from_vectors(Vt, Wt, Vs, Ws)
-        np.testing.assert_allclose(traj.gram[i], G_raw, rtol=0, atol=1e-6, err_msg=f"t = {times[i]}")
+        np.testing.assert_allclose(traj.gram[i], G_raw, rtol=0, atol=1e-8, err_msg=f"t = {times[i]}")  # measured 1e-11
         # exact gradient flow conserves every norm (the gradient is orthogonal to each vector)
         np.testing.assert_allclose(r_raw, traj.norms[0], rtol=1e-9, atol=0)
     assert np.abs(traj.gram[-1] - traj.gram[0]).max() > 0.1  # the flow really moved

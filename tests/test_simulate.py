@@ -106,8 +106,9 @@ def test_norms_never_shrink_and_time_map(rng, method, kw):
     traj = flowmoe.simulate(V, W, Vs, Ws, method=method, lr=lr, steps=steps, save_every=every, seed=3, **kw)
     np.testing.assert_array_equal(traj.t, lr * np.array([0, 5, 10, 15, 20, 25, 30, 35, 37]))
     np.testing.assert_array_equal(traj.t, save_times(lr, steps, every))
-    assert traj.meta["time"] == "t = lr * steps" and traj.meta["method"] == method
-    assert traj.meta["dtype"] == "float64" and traj.meta["steps"] == steps
+    prov = traj.provenance
+    assert prov.time == "t = lr * steps" and prov.simulation["method"] == method
+    assert prov.simulation["dtype"] == "float64" and prov.simulation["steps"] == steps
     assert np.all(np.diff(traj.norms, axis=0) >= -1e-13)
     assert np.all(traj.norms[-1, :6] > traj.norms[0, :6])   # they do grow (second order in lr)
     np.testing.assert_array_equal(traj.gram[:, 6:, 6:], np.broadcast_to(traj.gram[0, 6:, 6:], (9, 4, 4)))
@@ -142,7 +143,7 @@ def test_float32_is_explicit_and_close_to_float64(rng):
     V, W, Vs, Ws = random_start(rng, 10, 3, 2)
     a = flowmoe.simulate(V, W, Vs, Ws, method="population-gd", lr=0.02, steps=200)
     b = flowmoe.simulate(V, W, Vs, Ws, method="population-gd", lr=0.02, steps=200, dtype="float32")
-    assert a.meta["dtype"] == "float64" and b.meta["dtype"] == "float32"
+    assert a.provenance.simulation["dtype"] == "float64" and b.provenance.simulation["dtype"] == "float32"
     assert b.gram.dtype == np.float64
     dev = np.max(np.abs(a.gram - b.gram))
     assert 1e-9 < dev < 1e-4  # single precision is visible, and small
@@ -224,7 +225,7 @@ def test_divergence_by_norm_growth_keeps_the_partial_trajectory(rng):
         flowmoe.simulate(V, W, Vs, Ws, method="online-sgd", lr=2.0, steps=400, batch=16, save_every=4,
                          max_norm_growth=3.0)
     part = info.value.partial
-    assert isinstance(part, flowmoe.Trajectory) and part.meta["status"] == "diverged"
+    assert isinstance(part, flowmoe.Trajectory) and part.provenance.status == "diverged"
     assert 1 <= len(part) < 101
     np.testing.assert_array_equal(part.t, save_times(2.0, 400, 4)[:len(part)])
     assert np.all(np.isfinite(part.gram)) and np.all(part.norms[:, :6] <= 3.0 * part.norms[0, :6])
@@ -235,7 +236,7 @@ def test_divergence_to_nan_is_reported(rng):
     with pytest.raises(SolveError, match="non-finite") as info:
         flowmoe.simulate(V, W, Vs, Ws, method="population-gd", lr=1e300, steps=10, max_norm_growth=None)
     part = info.value.partial
-    assert part.t.tolist() == [0.0] and part.meta["status"] == "diverged"
+    assert part.t.tolist() == [0.0] and part.provenance.status == "diverged"
     np.testing.assert_allclose(part.gram[0], gram_from_vectors(V, W, Vs, Ws)[0], atol=1e-15)
 
 
