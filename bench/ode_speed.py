@@ -56,7 +56,7 @@ def timed_solves(spec_over: dict, repeats: int, preset: str = "paper-fig1"):
         t = time.perf_counter()
         traj = flow_from_gram(st.gram, st.norms, m.m, m.m_star, ts)
         walls.append(time.perf_counter() - t)
-        steps.append(traj.meta["solver"]["steps"] + traj.meta["solver"]["rejected_steps"])
+        steps.append(traj.provenance.stats["steps"] + traj.provenance.stats["rejected_steps"])
     return median(walls), median(steps), spec.solver.t_end
 
 

@@ -87,7 +87,7 @@ def main():
     flowmoe.gradient_flow(V, W, Vs, Ws, times)
     ode_wall, ode = median_time(lambda: flowmoe.gradient_flow(V, W, Vs, Ws, times), args.repeats)
     print(f"ODE (diffrax tsit5, rtol 1e-8, after compile): {ode_wall:.3f} s "
-          f"({ode.meta['solver'].get('steps', '?')} steps)")
+          f"({ode.provenance.stats.get('steps', '?')} steps)")
 
     # SGD: compile with a short run of the same chunk shape (save_every = 1, as many steps as saves).
     t = time.perf_counter()

@@ -5,6 +5,8 @@ Vectors are rows and need not be unit length; only directions enter the model (d
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import jax.numpy as jnp
 
@@ -182,6 +184,26 @@ def flow_from_gram(G0: Gram, r0: Norms, m, m_star, ts: Times, gate="sigmoid", ex
     backend = model_backend(model_backend_name, gate, expert, m, m_star, backend_options)
     vf = vector_field(backend, terms_for(solver))
     return solve_flow(vf, G0, r0, ts, solver, progress=progress)
+
+
+def vector_field_of(traj: Trajectory, **solver_overrides):
+    """(VectorField, SolverSpec) that produced an ODE trajectory, rebuilt from its provenance.
+
+    Returns ``(None, None)`` when the trajectory is not from the ODE or does not say which model
+    made it (e.g. a simulation). The backend is rebuilt from ``provenance.model["backend"]`` (its
+    ``name`` and ``options``), the terms from the solver fields (so the norm drift and the norm
+    mode come back exactly as they were integrated).
+    """
+    prov = traj.provenance
+    model = prov.model or {}
+    if prov.source != "ode" or "gate" not in model or "expert" not in model or "method" not in (prov.solver or {}):
+        return None, None
+    fields = {f.name for f in dataclasses.fields(SolverSpec)}
+    solver = solver_spec(**{**{k: v for k, v in prov.solver.items() if k in fields}, **solver_overrides})
+    described = model.get("backend") or {}
+    backend = model_backend(described.get("name", "pair"), model["gate"]["name"], model["expert"]["name"],
+                            traj.m, traj.m_star, described.get("options") or {})
+    return vector_field(backend, terms_for(solver)), solver
 
 
 def solve_flow(vf, G0, r0, ts, solver: SolverSpec, progress=False, provenance: Provenance | None = None) -> Trajectory:

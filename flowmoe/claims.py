@@ -1,4 +1,4 @@
-"""Claims: named predicates with a margin, evaluated over the runs of a sweep (SPEC §4).
+"""Claims: named predicates with a margin, evaluated over the runs of a sweep (docs/maths.md §4).
 
 A :class:`Claim` wraps a function of one run (``scope="run"``) or of the list of runs of a sweep
 (``scope="sweep"``). The function returns a number, the **margin**: how far the claim is from

@@ -53,8 +53,8 @@ def _cmd_run(args) -> int:
 
     spec = resolve_spec(args)
     out = Path(args.out) if args.out else default_out("run", spec.name)
-    run_job(spec, out, progress=not args.quiet)
-    return 0
+    record = run_job(spec, out, progress=not args.quiet)
+    return 0 if record["status"] == "complete" else 3
 
 
 def _cmd_derive(args) -> int:
@@ -76,7 +76,7 @@ def _cmd_presets(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="integrate the exact gradient-flow ODE of a preset; write results and plots",
-                       description="Integrate the population-gradient ODE on the Gram matrix (SPEC §2) and write "
+                       description="Integrate the population-gradient ODE on the Gram matrix (docs/maths.md §2) and write "
                                    "OUT/trajectory.npz, OUT/summary.json and OUT/alignment.png (+ .svg).")
     add_spec_arguments(p)
     p.add_argument("--out", help="output folder (default: runs/run-PRESET-TIMESTAMP)")
@@ -120,6 +120,10 @@ def main(argv=None) -> int:
     except SolveError as err:
         print(f"flowmoe {args.command}: solve failed: {err}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print(f"flowmoe {args.command}: interrupted (Ctrl-C); what was computed so far is saved where the "
+              "command writes its results", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""ODE against finite-step training: deviations, overlay plots, the convergence study (SPEC §6).
+"""ODE against finite-step training: deviations, overlay plots, the convergence study (docs/maths.md §6).
 
 ``flowmoe compare`` samples one start in R^d, integrates the exact Gram ODE and runs one or more
 simulators (:mod:`flowmoe.simulate`) from it, saving the ODE at the simulators' save times
@@ -31,7 +31,6 @@ population GD in R^d at the same step as a second simulator, i.e. ``plots/fig1-s
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -39,7 +38,9 @@ import numpy as np
 
 from .api import gradient_flow
 from .errors import SolveError, SpecError
+from .io import check_out_dir, write_json
 from .observables import matching, pair_T1
+from .spec import SolverSpec
 from .simulate import METHODS, USES_BATCH, USES_SAMPLES, check_options, simulate
 from .trajectory import Trajectory
 
@@ -121,10 +122,18 @@ def save_times(lr: float, steps: int, save_every: int) -> np.ndarray:
     return lr * np.minimum(np.arange(n + 1) * save_every, steps)
 
 
-def ode_at(V, W, V_star, W_star, times, gate="sigmoid", expert="he3", rtol=1e-10, atol=1e-12):
-    """The exact gradient flow from (V, W), saved at ``times`` (partial result if it stops)."""
+def ode_at(V, W, V_star, W_star, times, gate="sigmoid", expert="he3", rtol=1e-10, atol=1e-12, *,
+           solver: SolverSpec | None = None, model_backend_name="pair", backend_options=None):
+    """The exact gradient flow from (V, W), saved at ``times`` (partial result if it stops).
+
+    ``solver`` (a :class:`~flowmoe.spec.SolverSpec`: backend, method, state, max_steps, norms, …)
+    overrides ``rtol``/``atol``; ``model_backend_name``/``backend_options`` pick the expectation
+    backend, as the spec's ``model.backend`` and ``[backend]`` do.
+    """
+    solver = solver or SolverSpec(rtol=rtol, atol=atol)
     try:
-        return gradient_flow(V, W, V_star, W_star, times, gate, expert, rtol=rtol, atol=atol)
+        return gradient_flow(V, W, V_star, W_star, times, gate, expert, solver=solver,
+                             model_backend_name=model_backend_name, backend_options=backend_options)
     except SolveError as err:
         if err.partial is not None:
             return err.partial
@@ -142,7 +151,8 @@ def run_simulation(V, W, V_star, W_star, method, **options) -> tuple[Trajectory,
 
 def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None, batch=None, n=None,
                     seed=0, save_every=None, dtype="float64", gate="sigmoid", expert="he3", tol=0.05,
-                    rtol=1e-10, atol=1e-12, progress=False, log=None, project=False):
+                    rtol=1e-10, atol=1e-12, progress=False, log=None, project=False, solver=None,
+                    model_backend_name="pair", backend_options=None):
     """Run the ODE and each simulator in ``methods`` from (V, W); returns (ode, sims, rows).
 
     ``batch`` and ``n`` are passed to the methods that use them. ``rows`` holds one dict per
@@ -166,8 +176,9 @@ def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None
     log = log or (lambda msg: None)
     log(f"ODE to t = {times[-1]:g} at {len(times)} times")
     t0 = time.perf_counter()
-    ode = ode_at(V, W, V_star, W_star, times, gate, expert, rtol, atol)
-    ode.meta["wall_time_s"] = time.perf_counter() - t0
+    ode = ode_at(V, W, V_star, W_star, times, gate, expert, rtol, atol, solver=solver,
+                 model_backend_name=model_backend_name, backend_options=backend_options)
+    ode = ode.with_provenance(stats={**ode.provenance.stats, "wall_time_s": time.perf_counter() - t0})
     sims, rows = {}, []
     for method in methods:
         log(f"simulating {method} (lr = {lr:g}, {first['steps']} steps)")
@@ -175,9 +186,9 @@ def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None
         sims[method] = traj
         dev = deviations(ode, traj)
         row = {"method": method, "lr": float(lr), "batch": opts[method]["batch"], "n": opts[method]["n"],
-               "seed": seed, "dtype": dtype, "project": project, "steps": traj.meta["steps"],
-               "status": traj.meta["status"],
-               "error": error, "wall_time_s": traj.meta["wall_time_s"], **dev}
+               "seed": seed, "dtype": dtype, "project": project, "steps": traj.provenance.simulation["steps"],
+               "status": traj.provenance.status, "error": error,
+               "wall_time_s": traj.provenance.stats.get("wall_time_s"), **dev}
         row["agrees"] = bool(agrees(dev, tol)) and error is None
         rows.append(row)
     return ode, sims, rows
@@ -274,7 +285,7 @@ def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n
     from .init import initial_state
     from .run import conventions, library_versions
 
-    out = Path(out)
+    out = check_out_dir(out)
     m = spec.model
     state = initial_state(m)
     if state.vectors is None:
@@ -284,15 +295,14 @@ def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n
         t_end = spec.solver.t_end
     ode, sims, rows = compare_vectors(V, W, Vs, Ws, methods, lr=lr, steps=steps, t_end=t_end, batch=batch, n=n,
                                       seed=seed, save_every=save_every, dtype=dtype, gate=m.gate,
-                                      expert=m.expert, tol=tol, rtol=spec.solver.rtol, atol=spec.solver.atol,
-                                      progress=progress, log=log, project=project)
-    out.mkdir(parents=True, exist_ok=True)
-    ode.meta.update({"spec": spec.to_dict()})
+                                      expert=m.expert, tol=tol, progress=progress, log=log, project=project,
+                                      solver=spec.solver, model_backend_name=m.backend,
+                                      backend_options=spec.backend_options)
+    ode = ode.with_provenance(spec=spec.to_dict())
     ode.save(out / "ode.npz")
     files = ["ode.npz"]
     for method, traj in sims.items():
-        traj.meta.update({"spec": spec.to_dict()})
-        traj.save(out / f"sim-{method}.npz")
+        traj.with_provenance(spec=spec.to_dict()).save(out / f"sim-{method}.npz")
         files.append(f"sim-{method}.npz")
     table = format_table(rows, tol)
     (out / "deviations.md").write_text(table + "\n")
@@ -301,9 +311,10 @@ def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n
     if figure:
         figs += [str(p) for p in overlay_figure(ode, sims, figure, title=title)]
     record = {"spec": spec.to_dict(), "conventions": conventions(spec), "versions": library_versions(),
-              "tol": tol, "ode_wall_time_s": ode.meta.get("wall_time_s"), "rows": rows,
+              "tol": tol, "ode_wall_time_s": ode.provenance.stats.get("wall_time_s"),
+              "ode_solver": {**ode.provenance.solver, **ode.provenance.stats}, "rows": rows,
               "files": files + ["deviations.md"] + figs}
-    (out / "summary.json").write_text(json.dumps(record, indent=2, default=str))
+    write_json(out / "summary.json", record)
     return record
 
 
@@ -399,12 +410,12 @@ def study_job(spec, out, *, t_end, lr, batch, lr_factors=(1, 0.5, 0.25, 0.125), 
     batches = [max(1, int(round(batch * f))) for f in batch_factors]
     res = study_vectors(*state.vectors, t_end=t_end, lrs=lrs, lr_sgd=lr, batches=batches, seeds=seeds,
                         metric=metric, gate=m.gate, expert=m.expert, log=log)
-    out = Path(out)
+    out = check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     figs = study_figure(res, out / "study", title=f"{spec.name}: m*={m.m_star}, m={m.m}, d={m.d}")
     res["spec"] = spec.to_dict()
     res["files"] = [str(p) for p in figs]
-    (out / "study.json").write_text(json.dumps(res, indent=2, default=str))
+    write_json(out / "study.json", res)
     return res
 
 

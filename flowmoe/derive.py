@@ -62,7 +62,7 @@ def pair_kernel_doc(expert) -> str:
         "$\\mathrm{He}_k(y^\\top x)$ as $\\rho_{uy}\\,k\\,\\mathrm{He}_{k-1}(y^\\top x)$. Applying it to the expert of "
         "unit 2 and then to the expert of unit 1 leaves only "
         "$\\mathbb E[\\pi^{(p)}(a^\\top x)\\pi^{(q)}(c^\\top x)] = R_{p,q}(\\rho_{ac})$, the gate correlation "
-        "function. For He$_k$ with He$_l$ this is the diagram (Wick) sum of SPEC §3:\n\n"
+        "function. For He$_k$ with He$_l$ this is the diagram (Wick) sum of docs/maths.md §3:\n\n"
         "$$K = k!\\,l!\\sum \\frac{R_{p,q}(\\rho_{ac})\\,\\rho_{ab}^{n_{ab}}\\rho_{ae}^{n_{ae}}\\rho_{cb}^{n_{cb}}"
         "\\rho_{be}^{n_{be}}\\rho_{ce}^{n_{ce}}}{n_{ab}!\\,n_{ae}!\\,n_{cb}!\\,n_{be}!\\,n_{ce}!},\\quad "
         "n_{ab}+n_{cb}+n_{be}=k,\\; n_{ae}+n_{be}+n_{ce}=l,\\; p=n_{ab}+n_{ae},\\; q=n_{cb}+n_{ce}.$$\n\n"
@@ -138,7 +138,7 @@ def student_teacher_doc(expert) -> str:
         f"$$K(i,j^\\star)\\big|_{{\\mu=\\nu=\\rho=0}} = {sp.latex(lead, symbol_names=names)}.$$\n\n"
         "The loss of an orthonormal teacher is "
         "$L = \\tfrac12\\sum_i K_{ii} + \\sum_{i<i'} K(i,i') - \\sum_{i,j} K(i,j^\\star) + \\tfrac12\\sum_j K(j^\\star,j^\\star)$ "
-        "(SPEC §3).\n"
+        "(docs/maths.md §3).\n"
     )
     return "".join(out)
 
@@ -154,7 +154,7 @@ def reduced_ode_doc(expert) -> str:
         "overlaps $\\alpha = \\bar v^\\top v^\\star$ (router alignment), $\\beta = \\bar w^\\top w^\\star$ (expert "
         "alignment), $\\mu = \\bar v^\\top w^\\star$, $\\nu = \\bar w^\\top v^\\star$, $\\rho = \\bar v^\\top\\bar w$ "
         "close under gradient flow. The loss is $L = \\tfrac12 K_{ss} - K_{st} + \\tfrac12 K_{tt}$ and the "
-        "equations come from the general Gram ODE (SPEC §2),\n\n"
+        "equations come from the general Gram ODE (docs/maths.md §2),\n\n"
         "$$\\dot{\\bar u}_p = -(I - \\bar u_p\\bar u_p^\\top)\\sum_k \\frac{\\partial L}{\\partial G_{pk}}\\bar u_k,"
         "\\qquad \\dot G_{pq} = \\langle\\dot{\\bar u}_p, \\bar u_q\\rangle + \\langle\\bar u_p, \\dot{\\bar u}_q\\rangle,$$\n\n"
         "applied by sympy to the symbolic $4\\times4$ Gram matrix. Writing $L_x = \\partial L/\\partial x$:\n\n"

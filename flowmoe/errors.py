@@ -21,3 +21,11 @@ class SolveError(RuntimeError):
     def __init__(self, message: str, partial=None):
         self.partial = partial
         super().__init__(message)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a computation; ``partial`` holds what was computed (or None)."""
+
+    def __init__(self, message: str = "interrupted", partial=None):
+        self.partial = partial
+        super().__init__(message)

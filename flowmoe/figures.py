@@ -322,7 +322,7 @@ def plot_kind(name: str, needs: tuple = (), help: str = ""):
 
 
 def _observe_settings(traj: Trajectory, run_dir: Path, args) -> tuple[float, float]:
-    observe = (traj.meta.get("spec") or {}).get("observe") or {}
+    observe = (traj.provenance.spec or {}).get("observe") or {}
     summary = run_dir / "summary.json"
     if not observe and summary.is_file():
         try:
@@ -339,10 +339,10 @@ def _observe_settings(traj: Trajectory, run_dir: Path, args) -> tuple[float, flo
 
 
 def _run_title(traj: Trajectory, what: str) -> str:
-    spec = traj.meta.get("spec") or {}
+    spec = traj.provenance.spec or {}
     model = spec.get("model") or {}
     name = spec.get("name", "run")
-    src = traj.meta.get("source", "ode")
+    src = traj.provenance.source
     return (f"{name}: m*={traj.m_star}, m={traj.m}" + (f", d={model['d']}" if "d" in model else "")
             + f" ({'exact gradient flow' if src == 'ode' else src}) — {what}")
 
@@ -511,7 +511,7 @@ def _linearised_loss(record: dict, traj: Trajectory, path: Path):
         return linear_loss(rates, shares, traj.t)
     model = record["spec"]["model"]
     net = Network(traj.gram[0], traj.norms[0], traj.m, traj.m_star, model["gate"], model["expert"],
-                  tuple(traj.meta.get("labels") or ()))
+                  tuple(traj.provenance.notes.get("labels") or ()))
     pred = predict(net, int(record["hessian"]["perp_multiplicity"]), model.get("d"))
     if pred is None:
         raise SpecError("RUN_DIR", f"{path} has modes but the pruned state in finetune_trajectory.npz has "

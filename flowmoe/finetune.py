@@ -1,6 +1,6 @@
-"""Fine-tuning a pruned network, the fitted convergence rate, and the rate the Hessian predicts (SPEC §5).
+"""Fine-tuning a pruned network, the fitted convergence rate, and the rate the Hessian predicts (docs/maths.md §5).
 
-Fine-tuning is exact gradient flow on the pruned network: the Gram ODE of SPEC §2 with the pruned
+Fine-tuning is exact gradient flow on the pruned network: the Gram ODE of docs/maths.md §2 with the pruned
 m (which may equal m⋆), from the pruned Gram matrix and norms; as a check, population gradient
 descent on raw vectors in R^d (:func:`finetune_gd`, the simulator of :mod:`flowmoe.simulate`).
 
@@ -9,7 +9,7 @@ w̄_i = w⋆_j) is a zero-loss minimum. Only directions matter, so the variables
 2m⋆ unit spheres; scale is not a variable. In a chart ū_p(ξ) = (u_p + B_pξ_p)/‖u_p + B_pξ_p‖
 (B_p an orthonormal basis of the tangent space u_p⊥) the Hessian H of L(ξ) at ξ = 0 is the
 Riemannian Hessian, because the Riemannian gradient vanishes there (L = 0 is a minimum). The flow
-on raw vectors u_p = r_p ū_p moves directions with speed factor r_p⁻² (SPEC §2, norms conserved), so
+on raw vectors u_p = r_p ū_p moves directions with speed factor r_p⁻² (docs/maths.md §2, norms conserved), so
 
     dξ/dt = −D⁻¹Hξ + O(ξ²),  D = diag(r_p²)   ⇒   ξ(t) ~ e^{−λ_min t},  L ≈ ½ξᵀHξ ~ e^{−2λ_min t},
 
@@ -48,6 +48,7 @@ import numpy as np
 
 from .api import flow_from_gram, population_grad
 from .errors import SpecError
+from .io import check_out_dir, write_json
 from .kernel import gram_loss
 from .observables import greedy_matching
 from .prune import Network, PruningRule, prune
@@ -105,7 +106,7 @@ def load_run(run_dir) -> Run:
     if (traj.m, traj.m_star) != (m.m, m.m_star):
         raise SpecError("run_dir", f"trajectory.npz has m = {traj.m}, m⋆ = {traj.m_star} but summary.json's "
                                    f"spec has m = {m.m}, m⋆ = {m.m_star}: the files come from different runs")
-    meta_spec = traj.meta.get("spec")
+    meta_spec = traj.provenance.spec
     if meta_spec is not None:
         try:
             same = RunSpec.from_dict(meta_spec).to_dict() == spec.to_dict()
@@ -510,7 +511,7 @@ def prune_and_finetune(run: Run, rule: PruningRule, out, t_end: float | None = N
     """Prune ``run`` at the saved time nearest ``at`` (default: the last), fine-tune by the Gram ODE,
     fit the rate and compare it with the Hessian's prediction; write OUT/finetune.json,
     OUT/finetune_trajectory.npz and OUT/finetune.png (+ .svg). Returns the JSON record."""
-    out = Path(out)
+    out = check_out_dir(out)
     t_end, n_save, extra_dims, index = _check_job_options(run, t_end, n_save, extra_dims, at)
     result = prune(run.network(index), rule)
     pruned = result.network
@@ -551,12 +552,12 @@ def prune_and_finetune(run: Run, rule: PruningRule, out, t_end: float | None = N
         "modes": modes,
         "notes": _notes(pred, fit, pruned, result.loss_after, float(traj.loss[-1])),
         "matching": [[pruned.labels[i], j] for i, j in pairs],
-        "finetune": {"t_end": t_end, "n_save": n_save, "solver": traj.meta.get("solver", {})},
+        "finetune": {"t_end": t_end, "n_save": n_save, "status": traj.provenance.status,
+                     "solver": {**traj.provenance.solver, **traj.provenance.stats}},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    traj.meta.update({"pruned_from": str(run.path), "rule": rule.name, "labels": list(pruned.labels)})
+    traj = traj.annotate(pruned_from=str(run.path), rule=rule.name, labels=list(pruned.labels))
     traj.save(out / "finetune_trajectory.npz")
-    (out / "finetune.json").write_text(json.dumps(record, indent=2, default=_json_default))
+    write_json(out / "finetune.json", record)
     finetune_figure(traj, fit, pred.loss_rate if pred else None, out / "finetune", linear=linear,
                     title=finetune_title(record))
     return record
@@ -621,13 +622,3 @@ def finetune_figure(traj: Trajectory, fit: RateFit | None, predicted: float | No
         if title:
             ax.set_title(title)
         return save(fig, path)
-
-
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, set):
-        return sorted(x)
-    return str(x)

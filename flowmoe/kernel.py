@@ -84,6 +84,7 @@ class GramLoss:
         self.kernel = pair_kernel(gate, expert)
         self.layout = layout
         iu, ju = np.triu_indices(layout.n_units)
+        self.pairs = (iu, ju)  # unit indices of each evaluated pair, in the order of pair_values
         self.weights = np.where(iu == ju, 0.5, 1.0) * layout.sign[iu] * layout.sign[ju]
         r1, e1 = layout.router[iu], layout.expert[iu]  # unit u: router a, expert b
         r2, e2 = layout.router[ju], layout.expert[ju]  # unit u': router c, expert e

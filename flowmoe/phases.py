@@ -1,4 +1,4 @@
-"""Phases of a trajectory: precise threshold crossings, T₁, T_c, plateaus, recovery order, lags (SPEC §4).
+"""Phases of a trajectory: precise threshold crossings, T₁, T_c, plateaus, recovery order, lags (docs/maths.md §4).
 
 **Crossing times.** A crossing of a level by a quantity x(t) = f(G(t)) is first bracketed on the
 saved grid (first saved index k with x ≥ level). For an ODE trajectory the bracket [t_{k−1}, t_k] is
@@ -22,7 +22,7 @@ interpolation between saved times (the rule of :func:`flowmoe.observables.first_
   ``threshold``; "T1-first" is the first recovery (first pair to align, any student and teacher),
   "T1-all" the last one (all teachers recovered); "expert-first" is the first time some γ⁽²⁾_{ij}
   ≥ ``threshold`` (the escape of an expert, the part the leading-order prediction describes);
-- κ of a pair: √d·γ⁽²⁾_{ij}(0); leading-order escape time √d/(4.5κ) = 1/(4.5 γ⁽²⁾_{ij}(0)) (SPEC §4);
+- κ of a pair: √d·γ⁽²⁾_{ij}(0); leading-order escape time √d/(4.5κ) = 1/(4.5 γ⁽²⁾_{ij}(0)) (docs/maths.md §4);
 - recovery order: teachers sorted by recovery time; expected order: by κ_max,j = √d·max_i γ⁽²⁾_{ij}(0),
   largest first;
 - lag of a matched pair at ``lag_level``: (router crossing) − (expert crossing); > 0 means the router
@@ -51,7 +51,7 @@ from .trajectory import Trajectory
 
 N_FINE = 33  # fine save points per re-integrated bracket (also the chunk size of flowmoe.sweep)
 LEVELS = (0.1, 0.5, 0.9, 0.99)
-ESCAPE_RATE = 4.5  # 18 R₀₀(0) = 18/4: dβ/dt ≈ 4.5 β² at small β (SPEC §4)
+ESCAPE_RATE = 4.5  # 18 R₀₀(0) = 18/4: dβ/dt ≈ 4.5 β² at small β (docs/maths.md §4)
 EPS_A_CHOICES = ("threshold", "at-T1", "initial")
 DELTA_P_CHOICES = ("offtarget-sq", "offtarget-max", "inv-d", "inv-sqrt-d")
 MATCHINGS = ("initial", "final")
@@ -134,6 +134,7 @@ def first_index(values: np.ndarray, level: float) -> np.ndarray:
 
 
 @functools.cache
+@functools.lru_cache(maxsize=None)
 def _batched_velocity(ode):
     return jax.jit(jax.vmap(lambda G, r: ode.velocity(G, r)[0]))
 
@@ -141,8 +142,9 @@ def _batched_velocity(ode):
 class CrossingFinder:
     """Precise crossing times on one trajectory (see the module docstring).
 
-    ``refine=None`` refines when the trajectory carries the ODE settings in its ``meta`` (``source``
-    ``"ode"``, ``gate``, ``expert``, ``solver``), otherwise interpolates linearly. Re-integrated
+    ``refine=None`` refines when the trajectory's provenance says which ODE made it (source
+    ``"ode"``, the model's gate, expert and backend, the solver and its terms: see
+    :func:`flowmoe.api.vector_field_of`), otherwise interpolates linearly. Re-integrated
     brackets are cached, so all quantities crossing in the same bracket share one solve.
     ``stats`` counts the re-integrations and records the largest mismatch between a re-integrated
     bracket end and the saved state there (a check that the refinement follows the same solution).
@@ -154,8 +156,8 @@ class CrossingFinder:
         self._ode, self._solver = _ode_of(traj, solver)
         self.refined = self._ode is not None if refine is None else bool(refine)
         if self.refined and self._ode is None:
-            raise SpecError("refine", "this trajectory has no ODE settings in meta (source, gate, expert, "
-                                      "solver); use refine=False (linear interpolation)")
+            raise SpecError("refine", "this trajectory's provenance does not name the ODE that made it (source, "
+                                      "gate, expert, solver); use refine=False (linear interpolation)")
         self._cache: dict[int, tuple] = {}
         self.stats = {"reintegrations": 0, "max_end_mismatch": 0.0}
 
@@ -169,7 +171,7 @@ class CrossingFinder:
             ts = np.linspace(t[k], t[k + 1], self.n_fine)
             G0, r0 = self.traj.gram[k], self.traj.norms[k]
             try:
-                G, r, _ = integrate(self._ode, G0, r0, ts, **self._solver)
+                G, r, _ = integrate(self._ode, G0, r0, ts, self._solver)
             except SolveError:
                 self._cache[k] = None
                 return None
@@ -249,22 +251,10 @@ class CrossingFinder:
 
 
 def _ode_of(traj: Trajectory, overrides: dict):
-    """(GramODE, solver kwargs) rebuilt from ``traj.meta``, or (None, {}) if it is not an ODE trajectory."""
-    meta = traj.meta or {}
-    solver = meta.get("solver") or {}
-    if meta.get("source") != "ode" or "gate" not in meta or "expert" not in meta or "method" not in solver:
-        return None, {}
-    from .gates import get_expert, get_gate
-    from .ode import gram_ode
+    """(VectorField, SolverSpec) rebuilt from the trajectory's provenance, or (None, None)."""
+    from .api import vector_field_of
 
-    spec_solver = (meta.get("spec") or {}).get("solver") or {}
-    lr = float(spec_solver.get("norm_drift_lr", 0.0) or 0.0)
-    gate = get_gate(meta["gate"]["name"])
-    expert = get_expert(meta["expert"]["name"])
-    ode = gram_ode(gate, expert, traj.m, traj.m_star, lr)
-    kwargs = {k: solver[k] for k in ("backend", "method", "rtol", "atol", "norms", "state") if k in solver}
-    kwargs.update(overrides)
-    return ode, kwargs
+    return vector_field_of(traj, **overrides)
 
 
 # Blocks of the Gram matrix as functions of G -----------------------------------------------
@@ -378,10 +368,10 @@ def from_json(x):
 
 
 def _dimension(traj: Trajectory, d) -> float:
-    """d from the argument, else from the spec in meta, else estimated as 1/mean(initial student–teacher overlap²)."""
+    """d from the argument, else from the spec in the provenance, else estimated as 1/mean(initial student–teacher overlap²)."""
     if d is not None:
         return float(d)
-    spec = (traj.meta or {}).get("spec") or {}
+    spec = traj.provenance.spec or {}
     if "model" in spec and "d" in spec["model"]:
         return float(spec["model"]["d"])
     m = traj.m

@@ -1,4 +1,4 @@
-"""Figures: one consistent style, readable in greyscale, PNG plus a vector format (SPEC §4).
+"""Figures: one consistent style, readable in greyscale, PNG plus a vector format (docs/maths.md §4).
 
 Everything renders with the Agg backend (no display, no LaTeX installation). Each figure function
 takes Trajectories (or saved results) and returns the paths it wrote.

@@ -74,7 +74,9 @@ from scipy.integrate import solve_ivp
 
 from .errors import SolveError, SpecError
 from .gates import get_expert, get_gate
+from .io import write_json
 from .ode import gram_ode, integrate
+from .spec import SolverSpec
 
 OVERLAPS = ("alpha", "beta", "mu", "nu", "rho")
 REDUCTIONS = ("pair", "symmetric", "slice")
@@ -172,7 +174,7 @@ def _kernels(key, ix: int | None = None, iy: int | None = None) -> dict:
         return C.at[rows, cols].set(v).at[cols, rows].set(v)
 
     def velocity(x, C, r):
-        dG, _ = ode(0.0, (gram(x, C), r), "fixed")
+        dG = ode.velocity(gram(x, C), r)[0]
         vals = dG[rows, cols]
         dx = jax.ops.segment_sum(vals, owner, num_segments=n_coords) / counts
         spread = jnp.max(jnp.abs(vals - dx[owner]))
@@ -649,10 +651,10 @@ def trajectories(plane: Plane, starts, t_end: float, invariant: bool, n_save: in
         else:
             G0 = plane.batched("plane_gram", s[None])[0]
             try:
-                gram, _, _ = integrate(red.ode, G0, red.norms, ts, rtol=rtol, atol=atol, norms="fixed")
+                gram, _, _ = integrate(red.ode, G0, red.norms, ts, SolverSpec(rtol=rtol, atol=atol))
                 tt = ts
             except SolveError as err:
-                tt, gram, _ = err.partial
+                tt, gram = err.partial[:2]
             X = red.coordinates(gram)
             dev = np.max(np.abs(gram - red.const) * other, axis=(1, 2))
         if len(tt) < 2:
@@ -685,7 +687,7 @@ def _splitting(red: Reduction, x0, ts, rtol, atol, eps: float = 1e-8) -> float:
         X[row] += eps * rng.standard_normal(X.shape[1])
         X[row] /= np.linalg.norm(X[row])
     try:
-        gram, _, _ = integrate(red.ode, X @ X.T, red.norms, ts, rtol=rtol, atol=atol, norms="fixed")
+        gram, _, _ = integrate(red.ode, X @ X.T, red.norms, ts, SolverSpec(rtol=rtol, atol=atol))
     except SolveError as err:
         gram = err.partial[1]
     return float(np.max(np.abs(1.0 - np.stack([gram[:, 0, 1], gram[:, m, m + 1]]))))
@@ -730,7 +732,7 @@ class Portrait:
             arrays[f"{name}_len"] = np.array([len(p) for p in pts], dtype=int)
         arrays["traj_t"] = np.concatenate([c["t"] for c in self.trajectories]) if self.trajectories else np.zeros(0)
         np.savez_compressed(out / "portrait.npz", **arrays)
-        (out / "portrait.json").write_text(json.dumps(self.to_json(), indent=2, default=_json_default))
+        write_json(out / "portrait.json", self.to_json())
         return [out / "portrait.json", out / "portrait.npz"]
 
     @classmethod
@@ -754,14 +756,6 @@ class Portrait:
 def _split(flat, lengths):
     edges = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
     return [flat[edges[k]:edges[k + 1]] for k in range(len(lengths))]
-
-
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 def compute_portrait(plane: Plane, *, grid: int = 41, starts=None, t_end: float = 20.0, n_starts: int = 12,
@@ -920,8 +914,8 @@ def _base_state(spec, args):
     from .api import flow_from_gram
     s = spec.solver
     traj = flow_from_gram(state.gram, state.norms, spec.model.m, spec.model.m_star, np.array([0.0, args.at]),
-                          spec.model.gate, spec.model.expert, backend=s.backend, method=s.method, rtol=s.rtol,
-                          atol=s.atol, max_steps=s.max_steps, state=s.state)
+                          spec.model.gate, spec.model.expert, solver=s, model_backend_name=spec.model.backend,
+                          backend_options=spec.backend_options)
     return traj.gram[-1].copy(), traj.norms[-1].copy(), f"the state of the flow at t = {args.at:g}"
 
 
@@ -945,7 +939,7 @@ def _cmd_portrait(args) -> int:
     files = portrait.save(out)
     figs = portrait_figure(portrait, out / "portrait")
     portrait.info["files"] = [p.name for p in files + figs]
-    (out / "portrait.json").write_text(json.dumps(portrait.to_json(), indent=2, default=_json_default))
+    write_json(out / "portrait.json", portrait.to_json())
     print(f"{portrait.info['label']}: {plane.names[0]} × {plane.names[1]}; "
           f"max off-plane speed {portrait.info['max_off_plane_speed']:.3g}")
     sets_done = set()

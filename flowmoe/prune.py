@@ -1,4 +1,4 @@
-"""Pruning rules for a trained student, on the Gram matrix (SPEC §5), and the ``flowmoe prune`` command.
+"""Pruning rules for a trained student, on the Gram matrix (docs/maths.md §5), and the ``flowmoe prune`` command.
 
 After feature learning some students are redundant. The typical redundancy is a *cancelling pair*:
 v̄_i = v̄_{i'} and w̄_i = −w̄_{i'} give π(v̄ᵀx)He₃(w̄ᵀx) + π(v̄ᵀx)He₃(−w̄ᵀx) = 0 because He₃ is odd,
@@ -11,7 +11,7 @@ deletes rows/columns i and m + i and the two norms; m decreases and may reach m�
 
 Loss of any subset of students, without re-evaluating the kernel: with the unit kernel
 K_{uu'} = E[f_u f_{u'}] (students s = +1, teachers s = −1) the loss is L = ½ zᵀKz with z_u = s_u
-for kept units and 0 for removed ones (SPEC §3).
+for kept units and 0 for removed ones (docs/maths.md §3).
 
 Rules (each a :class:`PruningRule`; ``RULES`` maps the CLI names):
 
@@ -131,7 +131,7 @@ class Network:
 
         fn = gram_loss(self.gate, self.expert, self.m, self.m_star)
         K, _ = fn.pair_values(np.asarray(self.gram))
-        iu, ju = fn.layout.pairs
+        iu, ju = fn.pairs
         out = np.zeros((self.m + self.m_star,) * 2)
         out[iu, ju] = np.asarray(K)
         out[ju, iu] = np.asarray(K)
@@ -304,7 +304,7 @@ class Greedy(PruningRule):
 
 
 class Cluster(PruningRule):
-    """Cluster students by direction, keep one per cluster (SPEC §5).
+    """Cluster students by direction, keep one per cluster (docs/maths.md §5).
 
     Students i, i' are linked when v̄_iᵀv̄_{i'} ≥ 1 − tol and |w̄_iᵀw̄_{i'}| ≥ 1 − tol; clusters are
     the connected components (single linkage). The expert sign is free, so a member counts +1 if
@@ -410,7 +410,7 @@ def register(sub) -> None:
         description="Read RUN_DIR (trajectory.npz + summary.json of `flowmoe run`), prune its last saved "
                     "state (or the one at --at) with a rule, fine-tune the pruned network by the exact Gram "
                     "ODE, fit the exponential rate of the loss and compare it with the rate predicted by the "
-                    "Hessian of L at the teacher point (SPEC §5). Writes OUT/finetune.json, "
+                    "Hessian of L at the teacher point (docs/maths.md §5). Writes OUT/finetune.json, "
                     "OUT/finetune_trajectory.npz and OUT/finetune.png (+ .svg).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `flowmoe run --out`")
     p.add_argument("--rule", required=True, help=f"pruning rule: {', '.join(sorted(RULES))}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -10,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import flow_from_gram
-from .errors import SolveError
+from .errors import Interrupted, SolveError
 from .init import initial_state
+from .io import check_out_dir, write_json
 from .observables import summarize
 from .plots import alignment_figure
 from .spec import RunSpec
+from .sweep import integrate_spec
 
 
 def library_versions() -> dict:
@@ -53,35 +53,46 @@ def log(msg: str) -> None:
 def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
     """Integrate ``spec``, write trajectory.npz, summary.json and alignment.png into ``out``.
 
-    A solve that fails part-way still writes what it computed (``summary.json`` says so).
+    The output folder is checked before anything is computed. A solve that fails part-way, or is
+    interrupted with Ctrl-C, still writes what it computed: ``summary.json`` has ``"status":
+    "partial"`` or ``"interrupted"`` and the solver statistics; an interruption is then re-raised
+    (:class:`~flowmoe.errors.Interrupted`) so that the command exits with 130.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(out)
     walls = {}
     t0 = time.perf_counter()
     m, s = spec.model, spec.solver
-    log(f"spec {spec.name}: m={m.m}, m*={m.m_star}, d={m.d}, gate={m.gate}, expert={m.expert}")
+    log(f"spec {spec.name}: m={m.m}, m*={m.m_star}, d={m.d}, gate={m.gate}, expert={m.expert}, "
+        f"backend={m.backend}")
     state = initial_state(m)
     walls["init_s"] = time.perf_counter() - t0
     ts = s.times()
-    log(f"integrating the Gram ODE ({2 * (m.m + m.m_star)}×{2 * (m.m + m.m_star)}) to t = {s.t_end:g} "
-        f"with {s.backend}/{s.method} (first call compiles)")
+    n = state.gram.shape[0]
+    log(f"integrating the Gram ODE ({n}×{n}) to t = {s.t_end:g} with {s.backend}/{s.method} "
+        f"(first call compiles)")
     t1 = time.perf_counter()
-    status = "ok"
-    error = None
+    status, error, interrupted = "complete", None, None
+    bar = _Progress(s.t_end, ts) if progress else None
     try:
-        traj = flow_from_gram(state.gram, state.norms, m.m, m.m_star, ts, m.gate, m.expert,
-                              backend=s.backend, method=s.method, rtol=s.rtol, atol=s.atol,
-                              max_steps=s.max_steps, norms=s.norms, norm_drift_lr=s.norm_drift_lr,
-                              state=s.state, progress=progress)
+        traj = integrate_spec(spec, ts=ts, state=state, progress=bar)
     except SolveError as err:
         status, error = "partial", str(err)
         log(f"WARNING: {err}")
         if err.partial is None:
             raise
         traj = err.partial
+    except Interrupted as err:
+        interrupted = err
+        status, error = "interrupted", "interrupted by the user (Ctrl-C)"
+        if err.partial is None:
+            log("interrupted before the first saved chunk: nothing to save")
+            raise
+        traj = err.partial
+    finally:
+        if bar is not None:
+            bar.close()
     walls["integrate_s"] = time.perf_counter() - t1
-    traj.meta.update({"spec": spec.to_dict(), "conventions": conventions(spec)})
+    traj = traj.with_provenance(spec=spec.to_dict()).annotate(conventions=conventions(spec))
     traj.save(out / "trajectory.npz")
     summary = summarize(traj, spec.observe.threshold, spec.observe.error_tol)
     t2 = time.perf_counter()
@@ -92,30 +103,42 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
     record = {
         "status": status,
         "error": error,
+        "t_reached": float(traj.t[-1]),
         "spec": spec.to_dict(),
         "conventions": conventions(spec),
         "versions": library_versions(),
-        "solver": traj.meta.get("solver", {}),
+        "backend": traj.provenance.model.get("backend", {}),
+        "dynamics": list(traj.provenance.dynamics),
+        "solver": {**traj.provenance.solver, **traj.provenance.stats},
         "summary": summary,
         "wall_times": walls,
         "files": {"trajectory": "trajectory.npz", "figures": [p.name for p in figs]},
     }
-    (out / "summary.json").write_text(json.dumps(record, indent=2, default=_json_default))
+    write_json(out / "summary.json", record)
     final_rec = sum(x is not None for x in summary["T1_per_pair_final_matching"])
-    log(f"T1 per teacher (initial matching) = {_fmt(summary['T1_per_pair'])}: {summary['recovered']}/{m.m_star} "
-        f"recovered; (final matching) = {_fmt(summary['T1_per_pair_final_matching'])}: {final_rec}/{m.m_star}; "
-        f"matchings agree: {summary['matchings_agree']}; final loss = {summary['final_loss']:.3e}")
+    log(f"T1 per teacher (final matching) = {_fmt(summary['T1_per_pair_final_matching'])}: {final_rec}/{m.m_star} "
+        f"recovered; initial greedy matching predicted the winners: {summary['matchings_agree']}; "
+        f"final loss = {summary['final_loss']:.3e}")
     log(f"wrote {out / 'trajectory.npz'}, {out / 'summary.json'}, {figs[0]} ({walls['total_s']:.1f} s)")
+    if interrupted is not None:
+        log(f"interrupted at t = {traj.t[-1]:g}: saved what was computed (status: interrupted)")
+        raise interrupted
     return record
+
+
+class _Progress:
+    """A one-line progress report on stderr, updated after each integrated chunk."""
+
+    def __init__(self, t_end: float, ts):
+        self.t_end, self.ts, self.t0 = t_end, ts, time.perf_counter()
+
+    def __call__(self, k: int, n: int) -> None:
+        print(f"\r[flowmoe] t = {self.ts[k]:.4g} / {self.t_end:g} ({100 * k / n:.0f} %, "
+              f"{time.perf_counter() - self.t0:.1f} s)", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        print(file=sys.stderr, flush=True)
 
 
 def _fmt(xs) -> str:
     return "[" + ", ".join("—" if x is None else f"{x:.2f}" for x in xs) + "]"
-
-
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)

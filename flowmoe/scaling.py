@@ -14,7 +14,7 @@ Fits, over every run that reached the time (censored runs are counted and left o
 
 - ``"power"``:  T = C·d^a (least squares on log T against log d);
 - ``"offset"`` (default): T = T₀ + C·d^a, T₀ ≥ 0 (least squares on log T). The router follows the
-  expert after a delay that does not grow with d (SPEC §4: dα/dt ≈ 6R₁₁(α)β³(1 − α²) once β ≈ 1),
+  expert after a delay that does not grow with d (docs/maths.md §4: dα/dt ≈ 6R₁₁(α)β³(1 − α²) once β ≈ 1),
   so T₁ = T₀ + O(√d): at small d the constant dominates and a pure power law reports a local
   slope well below ½. T₀ absorbs it; the pure power fit is always reported as well.
 
@@ -31,7 +31,6 @@ within the horizon (Wilson 95% interval).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from .errors import SpecError
+from .io import write_json
 from .phases import ESCAPE_RATE, CrossingFinder, recovery, to_json
 from .spec import RunSpec
 from .sweep import integrate_spec, run_sweep, seeds_of
@@ -104,8 +104,8 @@ class ScalingJob:
         finder = CrossingFinder(traj)
         rec = recovery(traj, finder, self.threshold, d)
         data = {"d": d, "m": spec.model.m, "m_star": spec.model.m_star, "seed": spec.model.init.seed,
-                "t_end": self.t_end(d), "t_stop": float(traj.t[-1]), "stopped_early": traj.meta["stopped_early"],
-                "steps": traj.meta["solver"]["steps"], "solve_s": solve_s,
+                "t_end": self.t_end(d), "t_stop": float(traj.t[-1]), "stopped_early": traj.provenance.status == "stopped-early",
+                "steps": traj.provenance.stats["steps"], "solve_s": solve_s,
                 "refine_s": time.perf_counter() - t0 - solve_s, "refine": finder.stats, "recovery": rec}
         return data, None
 
@@ -353,7 +353,7 @@ def _int_list(values, field: str, minimum: int) -> list[int]:
 # Outputs ------------------------------------------------------------------------------------
 def write_outputs(result: dict, out: Path, plot: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scaling.json").write_text(json.dumps(to_json(result), indent=1))
+    write_json(out / "scaling.json", to_json(result), indent=1)
     figs = []
     if plot:
         figs = d_figure(result, out / "scaling") if result["variable"] == "d" else m_figure(result, out / "scaling")
@@ -460,7 +460,7 @@ def d_report(result: dict, figs) -> str:
               "T1-all: every teacher recovered by some student; expert-first: first expert alignment ≥ threshold. "
               "Crossings are refined by re-integrating the bracketing interval (flowmoe.phases)."),
               ("- κ = √d·γ⁽²⁾(0) of the pair that defines the time; prediction √d/(4.5κ) from "
-              "dβ/dt ≈ 4.5β²(1 − β²) (SPEC §4). The router then needs an O(1) time to follow, which the "
+              "dβ/dt ≈ 4.5β²(1 − β²) (docs/maths.md §4). The router then needs an O(1) time to follow, which the "
               "offset T₀ of the `offset` fit absorbs."),
               ("- CI: percentile bootstrap over seeds (all d values of a resampled seed kept together); runs "
               "that did not reach the time within the horizon are left out of the fit (see `reached`).")]

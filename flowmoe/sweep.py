@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SolveError, SpecError
+from .errors import Interrupted, SolveError, SpecError
 from .phases import N_FINE, PhaseReport, to_json
 from .spec import RunSpec
 from .trajectory import Trajectory
@@ -46,14 +46,17 @@ CACHE_VERSION = 1
 
 
 # Integration of one spec, in chunks, with an optional stopping rule ------------------------
-def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, state=None) -> Trajectory:
+def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, state=None,
+                   progress=None) -> Trajectory:
     """Gradient flow of ``spec`` from its initial state, saved at ``ts`` (default ``spec.solver.times()``).
 
     Integrates ``chunk`` saved intervals per solver call (the last call padded with extra save
     points inside its last interval, dropped afterwards, so every call has the same shape: one
     compile). ``stop(traj) -> bool`` is asked after each chunk with the trajectory so far; True ends
     the integration there (``provenance.status == "stopped-early"``). On failure raises SolveError whose
-    ``partial`` is the Trajectory up to the last good saved time (or None).
+    ``partial`` is the Trajectory up to the last good saved time (or None); on Ctrl-C raises
+    :class:`~flowmoe.errors.Interrupted` whose ``partial`` has ``status="interrupted"``.
+    ``progress(k, n)`` (optional) is called after each chunk with the saved times done.
     """
     from .api import ode_provenance
     from .init import initial_state
@@ -76,32 +79,46 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
         return Trajectory(ts[:len(gram)], gram, np.concatenate(norms), np.concatenate(losses), mod.m, mod.m_star,
                           prov.replace(stats=dict(stats), **changes), vf.layout)
 
-    while k < n - 1:
-        seg = ts[k:k + chunk + 1]
-        keep = np.arange(len(seg))
-        if len(seg) < chunk + 1:  # pad inside the last interval
-            extra = np.linspace(seg[-2], seg[-1], chunk + 1 - len(seg) + 2)[1:-1]
-            full = np.concatenate([seg[:-1], extra, seg[-1:]])
-            keep = np.concatenate([np.arange(len(seg) - 1), [len(full) - 1]])
-            seg = full
-        try:
-            g, rr, info = integrate(vf, G, r, seg, sol)
-        except SolveError as err:
-            info = err.partial[3]
+    try:
+        while k < n - 1:
+            seg = ts[k:k + chunk + 1]
+            keep = np.arange(len(seg))
+            if len(seg) < chunk + 1:  # pad inside the last interval
+                extra = np.linspace(seg[-2], seg[-1], chunk + 1 - len(seg) + 2)[1:-1]
+                full = np.concatenate([seg[:-1], extra, seg[-1:]])
+                keep = np.concatenate([np.arange(len(seg) - 1), [len(full) - 1]])
+                seg = full
+            try:
+                g, rr, info = integrate(vf, G, r, seg, sol)
+            except SolveError as err:
+                pts, pg, pr, info = err.partial
+                for key in stats:
+                    stats[key] += info.get(key, 0)
+                first = 0 if k == 0 else 1
+                kept = [i for i in range(first, len(pts)) if i in set(keep.tolist())]
+                if kept:  # the saved times this chunk reached before it stopped
+                    grams.append(np.asarray(pg)[kept])
+                    norms.append(np.asarray(pr)[kept])
+                    losses.append(loss_along(vf.backend, np.asarray(pg))[kept])
+                partial = current(status="partial", error=str(err))
+                if partial is not None and len(partial) < 2:
+                    partial = None
+                raise SolveError(str(err), partial=partial) from None
             for key in stats:
                 stats[key] += info.get(key, 0)
-            raise SolveError(str(err), partial=current(status="partial", error=str(err))) from None
-        for key in stats:
-            stats[key] += info.get(key, 0)
-        loss = loss_along(vf.backend, g)  # shape (chunk + 1, ...): one compile
-        first = 0 if k == 0 else 1  # the first chunk keeps its start, later ones start where the last ended
-        grams.append(g[keep][first:])
-        norms.append(rr[keep][first:])
-        losses.append(loss[keep][first:])
-        G, r = g[-1], rr[-1]
-        k += len(keep) - 1
-        if stop is not None and k < n - 1 and stop(current()):
-            return current(status="stopped-early")
+            loss = loss_along(vf.backend, g)  # shape (chunk + 1, ...): one compile
+            first = 0 if k == 0 else 1  # the first chunk keeps its start, later ones start where the last ended
+            grams.append(g[keep][first:])
+            norms.append(rr[keep][first:])
+            losses.append(loss[keep][first:])
+            G, r = g[-1], rr[-1]
+            k += len(keep) - 1
+            if progress is not None:
+                progress(k, n - 1)
+            if stop is not None and k < n - 1 and stop(current()):
+                return current(status="stopped-early")
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted", partial=current(status="interrupted")) from None
     return current()
 
 

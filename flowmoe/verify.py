@@ -1,4 +1,4 @@
-"""``flowmoe verify``: the paper's claims over a sweep of seeds, and scaling laws (SPEC §4).
+"""``flowmoe verify``: the paper's claims over a sweep of seeds, and scaling laws (docs/maths.md §4).
 
 ``flowmoe verify [--preset P | --config F] [--set ...] --seeds 0-7 [--claims FILE.py] --out DIR``
 integrates each seed (cached per run under DIR/runs, resumable, in parallel with ``--workers``),
@@ -13,7 +13,6 @@ the fraction of runs recovering every teacher (:func:`flowmoe.scaling.m_sweep`).
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 import sys
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SolveError, SpecError
+from .io import write_json
 from .phases import PhaseOptions, analyze, to_json
 from .spec import RunSpec
 
@@ -56,7 +56,7 @@ class VerifyJob:
         t2 = time.perf_counter()
         data = {"phases": report.to_dict(),
                 "summary": summarize(traj, opts.threshold, opts.error_tol),
-                "steps": traj.meta["solver"]["steps"], "solve_s": t1 - t0, "analyze_s": t2 - t1}
+                "steps": traj.provenance.stats["steps"], "solve_s": t1 - t0, "analyze_s": t2 - t1}
         if self.finetune_t_end > 0:
             data["pruning"] = pruning_check(traj, spec, opts.threshold, self.finetune_t_end)
             data["pruning_s"] = time.perf_counter() - t2
@@ -199,7 +199,7 @@ def _claims(args, spec: RunSpec, seeds, out: Path) -> int:
                         "wall_s": r.wall_s} for r in res.records],
               "cost": {"wall_s": res.wall_s, "computed": res.computed, "loaded": res.loaded}}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "verify.json").write_text(json.dumps(to_json(record), indent=1))
+    write_json(out / "verify.json", to_json(record), indent=1)
     (out / "verify.md").write_text(_markdown(spec, seeds, table, summaries, res))
     _log(f"{res.computed} runs computed, {res.loaded} loaded from the cache, {res.wall_s:.1f} s; wrote "
          f"{out / 'verify.json'}, {out / 'verify.md'}")

@@ -1,4 +1,4 @@
-"""population_loss and population_grad on raw vectors in R^d (SPEC §1–§3).
+"""population_loss and population_grad on raw vectors in R^d (docs/maths.md §1–§3).
 
 References:
 - Monte Carlo in R^d: ½(f(x) − f⋆(x))² averaged over 2²⁰ Gaussian inputs (numpy, chunked, fixed
@@ -102,13 +102,13 @@ def test_loss_closed_forms_with_cancelling_pair(m_star):
     W_neg = np.concatenate([-Ws, [z, -z]]) * scale
     assert abs(flowmoe.population_loss(V, W_same, Vs, Ws)) < 1e-12
     e_pi2 = gate_square_mean("sigmoid")
-    assert abs(e_pi2 - 0.2933790359) < 1e-10  # SPEC §3
+    assert abs(e_pi2 - 0.2933790359) < 1e-10  # docs/maths.md §3
     L = flowmoe.population_loss(V, W_neg, Vs, Ws)
     assert abs(L - 12 * m_star * e_pi2) < 1e-10 * m_star
 
 
 def test_loss_invariances():
-    """Permuting students and rescaling any vector leave L unchanged (SPEC §3 symmetries)."""
+    """Permuting students and rescaling any vector leave L unchanged (docs/maths.md §3 symmetries)."""
     V, W, Vs, Ws = random_problem(3, 4, 2, 9, "random")
     L = flowmoe.population_loss(V, W, Vs, Ws)
     perm = [2, 0, 3, 1]

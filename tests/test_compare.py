@@ -112,13 +112,27 @@ def test_compare_command_writes_consistent_results(tmp_path):
     for method in ("population-gd", "online-sgd"):
         sim = flowmoe.Trajectory.load(out / f"sim-{method}.npz")
         np.testing.assert_array_equal(sim.t, ode.t)
-        assert sim.meta["method"] == method and sim.meta["time"] == "t = lr * steps"
+        assert sim.provenance.simulation["method"] == method and sim.provenance.time == "t = lr * steps"
         # recompute two deviations from the saved arrays
         assert rows[method]["loss_abs"] == pytest.approx(np.max(np.abs(sim.loss - ode.loss)), rel=1e-12)
         assert rows[method]["gram"] == pytest.approx(np.max(np.abs(sim.gram - ode.gram)), rel=1e-12)
     assert rows["population-gd"]["agrees"]      # lr = 0.01 over t ≤ 1: within tol 0.05
     assert rows["online-sgd"]["batch"] == 256 and rows["population-gd"]["batch"] is None
     assert "| population-gd | 0.01 |" in (out / "deviations.md").read_text()
+
+
+def test_compare_integrates_the_ode_with_the_specs_solver(tmp_path):
+    # Before the seams, compare always used diffrax/tsit5 with only rtol/atol from the spec.
+    out = tmp_path / "cmp"
+    code = main(["compare", "--preset", "small", "--set", "model.d=10", "solver.method=dopri8", "solver.state=gram",
+                 "solver.max_steps=5000", "solver.rtol=1e-9", "--method", "population-gd", "--lr", "0.01",
+                 "--t-end", "0.5", "--save-every", "10", "--out", str(out), "--quiet"])
+    assert code == 0
+    record = json.loads((out / "summary.json").read_text())
+    used = record["ode_solver"]
+    assert (used["method"], used["state"], used["max_steps"], used["rtol"]) == ("dopri8", "gram", 5000, 1e-9)
+    ode = flowmoe.Trajectory.load(out / "ode.npz")
+    assert ode.provenance.solver["method"] == "dopri8" and ode.provenance.stats["steps"] > 0
 
 
 @pytest.mark.parametrize("argv,needle", [(["--lr", "-1"], "lr"), (["--batch", "0"], "batch"),

@@ -1,4 +1,4 @@
-"""Gate Hermite coefficients c_k and correlation functions R_{p,q}(ρ) (SPEC §3).
+"""Gate Hermite coefficients c_k and correlation functions R_{p,q}(ρ) (docs/maths.md §3).
 
 flowmoe builds c_k and a Chebyshev table of R_{p,q} from Gauss–Hermite rules and sympy gate
 derivatives. Every check here uses something else:
@@ -11,7 +11,7 @@ derivatives. Every check here uses something else:
 - Price's theorem R'_{p,q} = R_{p+1,q+1}: finite differences of the interpolant;
 - probit gate: R_{p,q} in closed form (derivatives of the bivariate normal CDF Φ₂(x/√2, y/√2; ρ/2)).
 
-Tolerances: 1e-10 absolute for R (the SPEC's accuracy claim is ≤ 3e-14 on [−1, 1]); SPEC's quoted
+Tolerances: 1e-10 absolute for R (the stated accuracy is ≤ 3e-14 on [−1, 1]); the quoted
 constants to their last quoted digit.
 """
 
@@ -70,7 +70,7 @@ def test_hermite_coefficients_match_adaptive_quadrature(gate):
 
 
 def test_sigmoid_constants_of_spec():
-    """SPEC §3: c0 = 0.5, c1 = 0.2066209641, c3 = −0.0623964840, c5 = 0.0643799732, even c_k = 0
+    """docs/maths.md §3: c0 = 0.5, c1 = 0.2066209641, c3 = −0.0623964840, c5 = 0.0643799732, even c_k = 0
     (k ≥ 2), E[π²] = 0.2933790359 — quoted to 10 decimals, so checked to 1e-10."""
     c = hermite_coefficients("sigmoid", ORDER)
     quoted = {0: 0.5, 1: 0.2066209641, 3: -0.0623964840, 5: 0.0643799732}

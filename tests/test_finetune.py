@@ -1,4 +1,4 @@
-"""Fine-tuning after pruning, the fitted rate and the Hessian prediction (SPEC §5).
+"""Fine-tuning after pruning, the fitted rate and the Hessian prediction (docs/maths.md §5).
 
 Independent references: finite differences of flowmoe.population_grad (Hessian), the hand-derived
 second-order expansion of L(G) (orthogonal block), the exact loss near the teacher (linearised
@@ -152,7 +152,7 @@ def test_population_gd_in_Rd_follows_the_gram_ode(small_run):
     np.testing.assert_allclose(gd.loss[live], ode.loss[live], rtol=0.03)
     f_ode, f_gd = fit_loss_rate(ode), fit_loss_rate(gd)
     assert abs(f_gd.rate - f_ode.rate) <= 0.01 * f_ode.rate
-    # Norms grow only at second order in the step (SPEC §6).
+    # Norms grow only at second order in the step (docs/maths.md §6).
     assert np.max(np.abs(gd.norms[-1] - gd.norms[0])) < 1e-3
 
 

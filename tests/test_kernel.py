@@ -1,4 +1,4 @@
-"""The numerical pair kernel K(a,b;c,e) and its slot derivatives (SPEC §3) against 4-D quadrature.
+"""The numerical pair kernel K(a,b;c,e) and its slot derivatives (docs/maths.md §3) against 4-D quadrature.
 
 Reference: K = E[π(aᵀx) P(bᵀx) π(cᵀx) Q(eᵀx)] by a tensor Gauss–Hermite rule in 4 dimensions.
 With the QR decomposition [a c b e] = Q T (T upper triangular), g = Qᵀx is standard normal and

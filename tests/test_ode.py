@@ -1,4 +1,4 @@
-"""The Gram ODE (SPEC §2): exactness of the reduction, backends, and the initial-state samplers.
+"""The Gram ODE (docs/maths.md §2): exactness of the reduction, backends, and the initial-state samplers.
 
 References:
 - the reduction: gradient flow integrated directly on the raw vectors in R^d (scipy DOP853 with

@@ -184,3 +184,24 @@ def test_plateaus_of_a_piecewise_loss():
 def test_bad_options_name_the_field(field, value):
     with pytest.raises(flowmoe.SpecError, match=f"phases.{field}"):
         PhaseOptions(**{field: value})
+
+
+def test_refinement_keeps_the_norm_drift_of_an_api_trajectory():
+    # Before the seams, the finder rebuilt the ODE with norm_drift_lr = 0 for API trajectories.
+    from flowmoe.api import flow_from_gram
+    from flowmoe.init import initial_state
+    from flowmoe.ode import gram_ode
+    from flowmoe.spec import load_preset
+
+    st = initial_state(load_preset("small").model)
+    ts = np.linspace(0.0, 30.0, 16)
+    traj = flow_from_gram(st.gram, st.norms, 2, 1, ts, norms="state", norm_drift_lr=0.2, rtol=1e-10, atol=1e-10)
+    assert traj.norms[-1, 0] > traj.norms[0, 0] + 1e-3  # the drift did something
+    finder = CrossingFinder(traj)
+    assert finder.refined and finder._ode == gram_ode("sigmoid", "he3", 2, 1, norm_drift_lr=0.2)
+    k = 10
+    _ts, G, _dG = finder.fine(k)
+    assert finder.stats["max_end_mismatch"] < 1e-7
+    # The vector field without the drift (what the finder used to rebuild) is a different one.
+    assert finder._ode != gram_ode("sigmoid", "he3", 2, 1, norms="state")
+    assert finder._solver.norm_drift_lr == 0.2 and finder._solver.norms == "state"

@@ -1,4 +1,4 @@
-"""Pruning rules and the `flowmoe prune` command (SPEC §5).
+"""Pruning rules and the `flowmoe prune` command (docs/maths.md §5).
 
 Independent references: the odd symmetry of He₃ (a cancelling pair adds nothing to f), Gram
 matrices rebuilt from the raw vectors with rows deleted, the population loss of those vectors
@@ -105,7 +105,7 @@ def test_where_the_teacher_free_rules_differ(rng):
     V = np.stack([Vs[0], Vs[1], c * Vs[1] + s * q[4]])
     W = np.stack([Ws[0], Ws[1], -(c * Ws[1] + s * q[5])])
     net = network_of(V, W, Vs, Ws)
-    three_E_pi2 = 3 * 0.2933790359  # SPEC §3: E[π²] for the sigmoid
+    three_E_pi2 = 3 * 0.2933790359  # docs/maths.md §3: E[π²] for the sigmoid
     assert net.loss() == pytest.approx(three_E_pi2, abs=1e-9)
     for name in ("cancel", "cluster"):
         result = prune(net, name)

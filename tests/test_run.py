@@ -37,8 +37,43 @@ def test_run_keeps_partial_results_when_the_solver_stops(tmp_path):
     out = tmp_path / "run"
     code = main(["run", "--preset", "small", "--set", "solver.max_steps=20", "solver.t_end=50",
                  "--out", str(out), "--quiet"])
-    assert code == 0
+    assert code == 3  # a partial run exits non-zero
     record = json.loads((out / "summary.json").read_text())
     assert record["status"] == "partial" and "max_steps" in record["error"]
+    assert record["solver"]["steps"] > 0 and record["solver"]["max_steps"] == 20
     traj = flowmoe.Trajectory.load(out / "trajectory.npz")
     assert 2 <= len(traj) < 301 and np.all(np.isfinite(traj.gram))
+
+
+def test_ctrl_c_during_run_saves_what_was_computed(tmp_path, monkeypatch, capsys):
+    import flowmoe.ode
+
+    real, calls = flowmoe.ode.integrate, []
+
+    def interrupt_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flowmoe.ode, "integrate", interrupt_third_chunk)
+    out = tmp_path / "run"
+    code = main(["run", "--preset", "small", "--set", "solver.t_end=20", "--out", str(out), "--quiet"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+    record = json.loads((out / "summary.json").read_text())
+    assert record["status"] == "interrupted" and record["solver"]["steps"] > 0
+    traj = flowmoe.Trajectory.load(out / "trajectory.npz")
+    assert traj.provenance.status == "interrupted"
+    assert len(traj) == 2 * 32 + 1  # two chunks of 32 saved intervals were done
+    assert np.isclose(record["t_reached"], traj.t[-1])
+
+
+def test_out_that_is_a_file_is_refused_before_computing(tmp_path, capsys):
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    code = main(["run", "--preset", "small", "--out", str(f / "sub"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "under a file" in err and "integrating" not in err

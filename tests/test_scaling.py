@@ -70,7 +70,7 @@ def test_d_sweep_writes_results_and_follows_the_leading_order(tmp_path):
     assert (tmp_path / "scaling.png").is_file() and (tmp_path / "scaling.md").is_file()
     assert len(saved["runs"]) == 6 and all(r["status"] == "ok" for r in saved["runs"])
     # At d = 10⁶ the expert's escape is the leading-order time √d/(4.5κ) up to O(1/√d) corrections
-    # (SPEC §4; an independent closed form): within 5%. (A run whose students all start with β < 0
+    # (docs/maths.md §4; an independent closed form): within 5%. (A run whose students all start with β < 0
     # escapes much later, if at all within the horizon: those are censored, not compared.)
     big = [r for r in saved["runs"] if r["d"] == 1_000_000 and r["time"] is not None]
     assert big

@@ -127,6 +127,6 @@ def test_chunked_integration_matches_one_solve_and_stops_early():
     np.testing.assert_allclose(traj.loss, ref.loss, rtol=1e-7, atol=1e-12)
     stop_at = ref.loss[0] * 0.9
     early = integrate_spec(spec, stop=lambda tr: tr.loss[-1] < stop_at)
-    assert early.meta["stopped_early"] and early.t[-1] < 20.0 and len(early.t) % 32 == 1
+    assert early.provenance.status == "stopped-early" and early.t[-1] < 20.0 and len(early.t) % 32 == 1
     assert early.loss[-1] < stop_at and np.all(early.loss[:-32] >= stop_at * (1 - 1e-12))
     np.testing.assert_allclose(early.gram, traj.gram[:len(early.t)], atol=1e-12)

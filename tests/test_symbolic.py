@@ -1,4 +1,4 @@
-"""The sympy pair kernel against the closed-form diagram sum of SPEC §3, written out here.
+"""The sympy pair kernel against the closed-form diagram sum of docs/maths.md §3, written out here.
 
 flowmoe derives K(a,b;c,e) = E[π(aᵀx) P(bᵀx) π(cᵀx) Q(eᵀx)] by repeated Stein's lemma. The test
 enumerates the Wick diagrams directly: for experts He_k and He_l,
@@ -7,7 +7,7 @@ enumerates the Wick diagrams directly: for experts He_k and He_l,
 
 over n_ab + n_cb + n_be = k, n_ae + n_be + n_ce = l, with p = n_ab + n_ae, q = n_cb + n_ce, and for
 Hermite combinations by bilinearity. The two expressions must be identical after expansion.
-The self term is compared with SPEC's numbers using R_{p,q}(1) from adaptive quadrature.
+The self term is compared with the numbers of docs/maths.md using R_{p,q}(1) from adaptive quadrature.
 """
 
 import math
@@ -111,7 +111,7 @@ def test_kernel_exchange_symmetry():
     assert sp.expand(K - swapped) == 0
 
 
-# --- the self term with numbers (SPEC §3) -------------------------------------------------------------
+# --- the self term with numbers (docs/maths.md §3) -------------------------------------------------------------
 
 
 def r_at_one(p, q):

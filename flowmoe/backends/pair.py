@@ -32,7 +32,13 @@ class PairBackend(ExpectationBackend):
         return self._gram_loss.loss_and_grad(G)
 
     def pair_values(self, G):
+        """(K, ∂K/∂slots) of every unordered unit pair u ≤ u', in the order of :attr:`pairs`."""
         return self._gram_loss.pair_values(G)
+
+    @property
+    def pairs(self):
+        """(iu, ju): the unit indices of the pairs of :meth:`pair_values`."""
+        return self._gram_loss.pairs
 
     def describe(self) -> dict:
         return {"name": "pair", "exact": True, "gate": self.gate.name, "expert": self.expert.name,
