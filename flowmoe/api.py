@@ -10,9 +10,8 @@ import dataclasses
 import numpy as np
 import jax.numpy as jnp
 
-from .backends import ExpectationBackend, make_backend
+from .backends import ExpectationBackend, model_backend
 from .errors import SolveError, SpecError
-from .gates import get_expert, get_gate
 from .init import gram_from_vectors
 from .layout import Layout
 from .ode import integrate, loss_along, terms_for, vector_field
@@ -44,14 +43,6 @@ def _check_vectors(V, W, V_star, W_star):
     if V.shape[0] < 1 or Vs.shape[0] < 1:
         raise SpecError("V", "need at least one student and one teacher expert")
     return V, W, Vs, Ws
-
-
-def model_backend(name, gate, expert, m: int, m_star: int, options: dict | None = None) -> ExpectationBackend:
-    """The expectation backend ``name`` (``"pair"``, a registered name, or ``"module:Factory"``)."""
-    if isinstance(name, ExpectationBackend):
-        return name
-    gate, expert = get_gate(gate, "gate"), get_expert(expert, "expert")
-    return make_backend(name, gate, expert, Layout(int(m), int(m_star)), **(options or {}))
 
 
 def population_loss(V: Vectors, W: Vectors, V_star: Vectors, W_star: Vectors, gate="sigmoid", expert="he3",

@@ -32,13 +32,13 @@ population GD in R^d at the same step as a second simulator, i.e. ``plots/fig1-s
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .api import gradient_flow
 from .errors import SolveError, SpecError
 from .io import check_out_dir, write_json
+from .plotting.compare import overlay_figure, study_figure
 from .observables import matching, pair_T1
 from .spec import SolverSpec
 from .simulate import METHODS, USES_BATCH, USES_SAMPLES, check_options, simulate
@@ -218,53 +218,6 @@ def _fmt(xs):
     return " / ".join("—" if x is None else f"{x:.2f}" for x in xs)
 
 
-SIM_LINESTYLES = ["--", ":", "-.", (0, (5, 1, 1, 1))]
-
-
-def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
-    """Matched router and expert alignments, the loss and the norms: ODE (solid) against each
-    simulation (dashed, dotted, …), one colour per teacher."""
-    import matplotlib.pyplot as plt
-
-    from .plots import COLORS, STYLE, save
-
-    pairs = matching(ode, 0)
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 4, figsize=(13.5, 3.3), constrained_layout=True)
-        for ax, attr, name in ((axes[0], "router_alignment", r"router $\bar v_{i}^\top v^\star_j$ (matched)"),
-                               (axes[1], "expert_alignment", r"expert $\bar w_{i}^\top w^\star_j$ (matched)")):
-            for i, j in pairs:
-                c = COLORS[j % len(COLORS)]
-                ax.plot(ode.t, getattr(ode, attr)[:, i, j], color=c, lw=2.2, alpha=0.45,
-                        label=f"ODE, student {i} → teacher {j}")
-                for s, (method, traj) in enumerate(sims.items()):
-                    ax.plot(traj.t, getattr(traj, attr)[:, i, j], color=c, lw=1.1,
-                            ls=SIM_LINESTYLES[s % len(SIM_LINESTYLES)],
-                            label=method if (i, j) == pairs[0] else None)
-            ax.set_ylim(-1.05, 1.05)
-            ax.set_xlabel("flow time $t$ (simulation: lr × steps)")
-            ax.set_title(name)
-        axes[1].legend(loc="lower right", frameon=False, fontsize=6)
-        axes[2].semilogy(ode.t, ode.loss, color="k", lw=2.2, alpha=0.45, label="ODE")
-        axes[3].plot(ode.t, np.max(ode.norms[:, :2 * ode.m] / ode.norms[:1, :2 * ode.m], axis=1), color="k",
-                     lw=2.2, alpha=0.45, label="ODE")
-        for s, (method, traj) in enumerate(sims.items()):
-            ls = SIM_LINESTYLES[s % len(SIM_LINESTYLES)]
-            axes[2].semilogy(traj.t, traj.loss, color="k", ls=ls, lw=1.1, label=method)
-            ratio = traj.norms[:, :2 * traj.m] / traj.norms[:1, :2 * traj.m]
-            axes[3].plot(traj.t, np.max(ratio, axis=1), color="k", ls=ls, lw=1.1, label=f"{method} (max)")
-            axes[3].plot(traj.t, np.median(ratio, axis=1), color="#0072b2", ls=ls, lw=1.1,
-                         label=f"{method} (median)")
-        axes[2].set_title("population loss $L$")
-        axes[3].set_title(r"norm growth $\|u\|/\|u(0)\|$ (students)")
-        for ax in axes[2:]:
-            ax.set_xlabel("flow time $t$")
-            ax.legend(frameon=False)
-        if title:
-            fig.suptitle(title)
-        return save(fig, path)
-
-
 def overlay_title(spec: dict, rows) -> str:
     """Title of the overlay figure from the spec (as a dict) and the rows of summary.json."""
     m = spec["model"]
@@ -369,35 +322,6 @@ def study_vectors(V, W, V_star, W_star, *, t_end, lrs, lr_sgd, batches, seeds=(0
             "sgd_slope_ode": fit_slope(batches, sgd_ode), "sgd_slope_pop": fit_slope(batches, sgd_pop)}
 
 
-def study_figure(res: dict, path, title: str | None = None):
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
-
-    from .plots import STYLE, save
-
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3), constrained_layout=True)
-        lrs, dev = np.array(res["lrs"]), np.array(res["gd_deviation"])
-        axes[0].loglog(lrs, dev, "o-", color="k", label=f"population GD vs ODE (slope {res['gd_slope']:.2f})")
-        axes[0].loglog(lrs, dev[0] * lrs / lrs[0], ":", color="#0072b2", label="slope 1")
-        axes[0].set_xlabel("lr")
-        axes[0].set_ylabel(f"max deviation ({res['metric']})")
-        axes[0].set_title(f"population GD, t ≤ {res['t_end']:g}")
-        B = np.array(res["batches"])
-        a, b = np.array(res["sgd_deviation_ode"]), np.array(res["sgd_deviation_pop"])
-        axes[1].loglog(B, a, "o-", color="k", label=f"SGD vs ODE (slope {res['sgd_slope_ode']:.2f})")
-        axes[1].loglog(B, b, "s--", color="#d55e00", label=f"SGD vs population GD (slope {res['sgd_slope_pop']:.2f})")
-        axes[1].loglog(B, b[0] * np.sqrt(B[0] / B), ":", color="#0072b2", label="slope −½")
-        axes[1].set_xlabel("batch size B")
-        axes[1].set_title(f"online SGD, lr = {res['lr_sgd']:g}, t ≤ {res['t_end']:g}")
-        for ax in axes:
-            ax.legend(frameon=False)
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        if title:
-            fig.suptitle(title)
-        return save(fig, path)
-
-
 def study_job(spec, out, *, t_end, lr, batch, lr_factors=(1, 0.5, 0.25, 0.125), batch_factors=(1, 4, 16, 64),
               seeds=(0,), metric="alignment", log=None) -> dict:
     from .init import initial_state
@@ -420,65 +344,3 @@ def study_job(spec, out, *, t_end, lr, batch, lr_factors=(1, 0.5, 0.25, 0.125), 
 
 
 # --- command line -----------------------------------------------------------------------------
-
-
-def _cmd_compare(args) -> int:
-    from .cli import default_out, resolve_spec
-    from .run import log
-
-    spec = resolve_spec(args)
-    out = Path(args.out) if args.out else default_out("compare", spec.name)
-    t_end = args.t_end if args.t_end is not None else spec.solver.t_end
-    if args.study:
-        if args.seeds < 1:
-            raise SpecError("seeds", f"the study needs at least 1 SGD seed, got {args.seeds}")
-        res = study_job(spec, out, t_end=t_end, lr=args.lr, batch=args.batch, seeds=tuple(range(args.seeds)),
-                        metric=args.metric, log=None if args.quiet else log)
-        print(f"population GD: {res['metric']} deviation vs lr {res['lrs']}: "
-              f"{[f'{x:.3g}' for x in res['gd_deviation']]}; fitted slope {res['gd_slope']:.3f} (expected ≈ 1)")
-        print(f"online SGD (lr = {res['lr_sgd']:g}): deviation vs B {res['batches']}: from the ODE "
-              f"{[f'{x:.3g}' for x in res['sgd_deviation_ode']]} (slope {res['sgd_slope_ode']:.3f}); from population "
-              f"GD {[f'{x:.3g}' for x in res['sgd_deviation_pop']]} (slope {res['sgd_slope_pop']:.3f}, expected ≈ −0.5)")
-        print(f"wrote {out / 'study.json'}, {res['files'][0]}")
-        return 0
-    record = compare_job(spec, out, args.method, lr=args.lr, t_end=t_end, batch=args.batch, n=args.n,
-                         seed=args.seed, save_every=args.save_every,
-                         dtype="float32" if args.float32 else "float64", tol=args.tol, figure=args.figure,
-                         progress=not args.quiet, log=None if args.quiet else log, project=args.project)
-    print(format_table(record["rows"], args.tol))
-    for row in record["rows"]:
-        if row["error"]:
-            print(f"{row['method']}: {row['error']}")
-    print(f"wrote {out}/: {', '.join(record['files'])}")
-    return 0
-
-
-def register(sub) -> None:
-    from .cli import add_spec_arguments
-
-    p = sub.add_parser("compare", help="run the ODE and finite-step training in R^d from one start; compare them",
-                       description="Sample a start in R^d, integrate the exact Gram ODE and run simulators "
-                                   "(population-gd, online-sgd, gd on n samples, minibatch-sgd) from it; write "
-                                   "overlay plots, a table of deviations and summary.json. --study: deviation "
-                                   "against lr (population GD) and batch size (online SGD) with fitted slopes.")
-    add_spec_arguments(p, default_preset="small")
-    p.add_argument("--method", nargs="+", default=["online-sgd"], choices=METHODS,
-                   help="one or more simulators (default: online-sgd)")
-    p.add_argument("--lr", type=float, default=0.01, help="step size; flow time t = lr × steps (default 0.01)")
-    p.add_argument("--t-end", type=float, default=None, help="flow time to simulate (default: the spec's solver.t_end)")
-    p.add_argument("--batch", type=int, default=1000, help="batch size for online-sgd, minibatch-sgd (default 1000)")
-    p.add_argument("--n", type=int, default=10000, help="number of fixed samples for gd, minibatch-sgd (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the simulation's random draws (default 0)")
-    p.add_argument("--save-every", type=int, default=None, help="steps between saves (default: about 200 saves)")
-    p.add_argument("--float32", action="store_true", help="simulate in single precision (default float64)")
-    p.add_argument("--project", action="store_true",
-                   help="projected (spherical) steps: rescale every vector to its initial norm after each step")
-    p.add_argument("--tol", type=float, default=0.05, help="agreement tolerance on the deviations (default 0.05)")
-    p.add_argument("--figure", help="also write the overlay figure here (PNG + SVG), e.g. plots/fig1-sgd-vs-ode")
-    p.add_argument("--study", action="store_true",
-                   help="convergence study: population GD at lr × (1, ½, ¼, ⅛), online SGD at batch × (1, 4, 16, 64)")
-    p.add_argument("--seeds", type=int, default=1, help="study: SGD seeds averaged per batch size (default 1)")
-    p.add_argument("--metric", default="alignment", choices=METRICS, help="study: deviation measure")
-    p.add_argument("--out", help="output folder (default: runs/compare-PRESET-TIMESTAMP)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_compare)

@@ -49,7 +49,8 @@ import numpy as np
 from .api import flow_from_gram, population_grad
 from .errors import SpecError
 from .io import check_out_dir, write_json
-from .kernel import gram_loss
+from .backends.pair import gram_loss
+from .plotting.finetune import finetune_figure
 from .observables import greedy_matching
 from .prune import Network, PruningRule, prune
 from .trajectory import Trajectory
@@ -511,8 +512,8 @@ def prune_and_finetune(run: Run, rule: PruningRule, out, t_end: float | None = N
     """Prune ``run`` at the saved time nearest ``at`` (default: the last), fine-tune by the Gram ODE,
     fit the rate and compare it with the Hessian's prediction; write OUT/finetune.json,
     OUT/finetune_trajectory.npz and OUT/finetune.png (+ .svg). Returns the JSON record."""
-    out = check_out_dir(out)
     t_end, n_save, extra_dims, index = _check_job_options(run, t_end, n_save, extra_dims, at)
+    out = check_out_dir(out)  # before any computation
     result = prune(run.network(index), rule)
     pruned = result.network
     pred = predict(pruned, extra_dims, run.spec.model.d)
@@ -558,7 +559,7 @@ def prune_and_finetune(run: Run, rule: PruningRule, out, t_end: float | None = N
     traj = traj.annotate(pruned_from=str(run.path), rule=rule.name, labels=list(pruned.labels))
     traj.save(out / "finetune_trajectory.npz")
     write_json(out / "finetune.json", record)
-    finetune_figure(traj, fit, pred.loss_rate if pred else None, out / "finetune", linear=linear,
+    finetune_figure(traj, fit, pred.loss_rate if pred else None, out / "finetune", linear=linear, floor=LOSS_FLOOR,
                     title=finetune_title(record))
     return record
 
@@ -587,38 +588,3 @@ def finetune_title(record: dict) -> str:
     """Title of the fine-tuning figure from the finetune.json record."""
     return (f"{record['spec']['name']}: rule {record['rule']}, m {len(record['removed']) + len(record['kept'])} "
             f"→ {len(record['kept'])} at t = {record['pruned_at']['t']:g}")
-
-
-def finetune_figure(traj: Trajectory, fit: RateFit | None, predicted: float | None, path, linear=None,
-                    title=None):
-    """Loss of the fine-tuning on a log scale, the fitted line, the predicted-rate line through the
-    middle of the fit window, and (if given) the loss of the linearised flow."""
-    import matplotlib.pyplot as plt
-
-    from .plots import STYLE, save
-
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5.2, 3.5), constrained_layout=True)
-        loss = np.where(traj.loss > 0, traj.loss, np.nan)
-        ax.semilogy(traj.t, loss, color="k", label="fine-tuning loss (Gram ODE)")
-        if linear is not None:
-            ax.semilogy(traj.t, linear, color="0.55", ls="-.", lw=1.0,
-                        label="linearised flow (Hessian modes)")
-        if fit is not None:
-            tt = np.array([fit.t0, fit.t1])
-            ax.semilogy(tt, np.exp(fit.log_c - fit.rate * tt), color="#0072b2", ls="--", lw=2.0,
-                        label=f"fit: rate {fit.rate:.4g}")
-        if predicted:
-            t_mid = 0.5 * (fit.t0 + fit.t1) if fit else traj.t[0]
-            anchor = fit.log_c - fit.rate * t_mid if fit else np.log(max(traj.loss[0], 1e-300))
-            ax.semilogy(traj.t, np.exp(anchor - predicted * (traj.t - t_mid)), color="#d55e00", ls=":",
-                        lw=1.6, label=f"predicted $2\\lambda_{{\\min}}$ = {predicted:.4g}")
-        ax.axhline(LOSS_FLOOR, color="0.6", lw=0.6)
-        top = np.nanmax(loss) if np.any(np.isfinite(loss)) else 1.0
-        ax.set_ylim(LOSS_FLOOR * 1e-3, top * 10)
-        ax.set_xlabel("fine-tuning time $t$")
-        ax.set_ylabel("population loss $L$")
-        ax.legend(frameon=False, loc="upper right")
-        if title:
-            ax.set_title(title)
-        return save(fig, path)

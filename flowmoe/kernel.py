@@ -113,11 +113,3 @@ class GramLoss:
         A = Lbar + Lbar.T
         A = A * (1.0 - jnp.eye(n, dtype=G.dtype))
         return L, A
-
-
-def gram_loss(gate, expert, m: int, m_star: int):
-    """The exact pair backend of one structure (cached on canonical names: ``"sigmoid"`` and the
-    Gate object give the same compiled functions)."""
-    from .backends import make_backend
-
-    return make_backend("pair", gate, expert, Layout(int(m), int(m_star)))

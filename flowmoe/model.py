@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 
 from .gates import Expert, Gate, get_expert, get_gate
-from .kernel import gram_loss
+from .backends.pair import gram_loss
 
 
 def unit_rows(U):

@@ -13,7 +13,7 @@ from .errors import Interrupted, SolveError
 from .init import initial_state
 from .io import check_out_dir, write_json
 from .observables import summarize
-from .plots import alignment_figure
+from .plotting import alignment_figure
 from .spec import RunSpec
 from .sweep import integrate_spec
 

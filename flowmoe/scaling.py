@@ -41,6 +41,7 @@ from scipy.optimize import least_squares
 
 from .errors import SpecError
 from .io import write_json
+from .plotting.scaling import d_figure, m_figure
 from .phases import ESCAPE_RATE, CrossingFinder, recovery, to_json
 from .spec import RunSpec
 from .sweep import integrate_spec, run_sweep, seeds_of
@@ -358,68 +359,6 @@ def write_outputs(result: dict, out: Path, plot: bool = True) -> None:
     if plot:
         figs = d_figure(result, out / "scaling") if result["variable"] == "d" else m_figure(result, out / "scaling")
     (out / "scaling.md").write_text(d_report(result, figs) if result["variable"] == "d" else m_report(result, figs))
-
-
-def d_figure(result: dict, path):
-    import matplotlib.pyplot as plt
-
-    from .plots import STYLE, save, teacher_style
-
-    runs = [r for r in result["runs"] if r["status"] == "ok" and r.get("time") is not None
-            and math.isfinite(r["time"])]
-    with plt.rc_context(STYLE):
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.0, 3.4), constrained_layout=True)
-        seeds = sorted({r["seed"] for r in runs})
-        for k, s in enumerate(seeds):
-            sel = sorted((r for r in runs if r["seed"] == s), key=lambda r: r["d"])
-            ax.plot([r["d"] for r in sel], [r["time"] for r in sel], "o", ms=2.5, alpha=0.5,
-                    color=teacher_style(k)["color"])
-        dd = np.geomspace(min(result["options"]["d_values"]), max(result["options"]["d_values"]), 100)
-        for name, style in (("offset", "-"), ("power", "--")):
-            f = result["fits"].get(name)
-            if f:
-                ax.plot(dd, f["offset"] + f["prefactor"] * dd ** f["exponent"], style, color="k",
-                        label=f"{name}: a = {f['exponent']:.3f} [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]")
-        med = [(p["d"], p["median_predicted"]) for p in result["per_d"] if math.isfinite(p["median_predicted"] or np.nan)]
-        if med:
-            ax.plot(*zip(*med), ":", color="#d55e00", label=r"median $\sqrt{d}/(4.5\kappa)$")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("$d$")
-        ax.set_ylabel(f"{result['time']} (flow time)")
-        ax.set_title(f"{result['time']} against d (points: runs; colours: seeds)")
-        ax.legend(frameon=False)
-        for k, s in enumerate(seeds):
-            sel = sorted((r for r in runs if r["seed"] == s and r["predicted"] and math.isfinite(r["predicted"])),
-                         key=lambda r: r["d"])
-            ax2.plot([r["d"] for r in sel], [r["time"] / r["predicted"] for r in sel], "-o", ms=2, lw=0.6,
-                     alpha=0.6, color=teacher_style(k)["color"])
-        ax2.axhline(1.0, color="k", lw=0.6, ls=":")
-        ax2.set_xscale("log")
-        ax2.set_xlabel("$d$")
-        ax2.set_ylabel(r"measured / $\sqrt{d}/(4.5\kappa)$")
-        ax2.set_title("against the leading-order prediction")
-        return save(fig, path)
-
-
-def m_figure(result: dict, path):
-    import matplotlib.pyplot as plt
-
-    from .plots import STYLE, save
-
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(4.5, 3.2), constrained_layout=True)
-        pm = [p for p in result["per_m"] if p["fraction"] is not None]
-        m = [p["m"] for p in pm]
-        f = np.array([p["fraction"] for p in pm])
-        lo = np.array([p["ci"][0] for p in pm])
-        hi = np.array([p["ci"][1] for p in pm])
-        ax.errorbar(m, f, yerr=[f - lo, hi - f], fmt="o-", color="k", capsize=3)
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_xlabel("student experts $m$")
-        ax.set_ylabel("fraction recovering every teacher")
-        ax.set_title(f"m⋆ = {result['m_star']}, d = {result['d']} (95% Wilson intervals)")
-        return save(fig, path)
 
 
 def _f(x, fmt=".4g") -> str:

@@ -41,7 +41,7 @@ import numpy as np
 from .data import InputDistribution, StandardGaussian
 from .errors import SolveError, SpecError
 from .gates import get_expert, get_gate
-from .kernel import gram_loss
+from .backends.pair import gram_loss
 from .layout import Layout
 from .model import MoEModel, gram_of, moe_model
 from .ode import loss_along

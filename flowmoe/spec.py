@@ -249,7 +249,7 @@ class RunSpec:
 
     def backend(self):
         """The expectation backend of this spec (cached per structure)."""
-        from .api import model_backend
+        from .backends import model_backend
 
         m = self.model
         return model_backend(m.backend, m.gate, m.expert, m.m, m.m_star, self.backend_options)

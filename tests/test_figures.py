@@ -1,4 +1,4 @@
-"""The figure set (flowmoe.figures) and `flowmoe plot`: headless rendering, T₁/T_c markers placed at
+"""The figure set (flowmoe.plotting) and `flowmoe plot`: headless rendering, T₁/T_c markers placed at
 times known in closed form, round trips of saved portraits, the registry of kinds, bad input.
 
 The trajectories here are synthetic: Gram matrices of explicit unit vectors whose overlaps follow
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import flowmoe
-from flowmoe import figures
+from flowmoe import plotting as figures
+from flowmoe.commands import plot as plotcmd
 from flowmoe.cli import main
 from flowmoe.portrait import Portrait
 
@@ -115,7 +116,7 @@ def test_plot_command_alignment_and_loss_from_a_run_folder(tmp_path, capsys):
     _check_files([tmp_path / "figs" / "loss-b.png", tmp_path / "figs" / "loss-b.svg"])
     # The run's own observe settings are used (threshold 0.8, tolerance 0.1) unless overridden.
     traj = flowmoe.Trajectory.load(run / "trajectory.npz")
-    assert figures._observe_settings(traj, run, type("A", (), {"threshold": None, "error_tol": None})()) == (0.8, 0.1)
+    assert plotcmd._observe_settings(traj, run, type("A", (), {"threshold": None, "error_tol": None})()) == (0.8, 0.1)
 
 
 def _toy_portrait():
@@ -153,10 +154,10 @@ def test_portrait_round_trip_and_plot(tmp_path):
 
 
 def test_registry_accepts_new_kinds(tmp_path, capsys):
-    assert {"alignment", "loss", "portrait"} <= set(figures.KINDS)
+    assert {"alignment", "loss", "portrait"} <= set(plotcmd.KINDS)
     calls = []
 
-    @figures.plot_kind("dummy-test-kind", needs=("data.json",), help="test only")
+    @plotcmd.plot_kind("dummy-test-kind", needs=("data.json",), help="test only")
     def _draw(run_dir, out, args):
         calls.append((run_dir, out))
         return []
@@ -165,7 +166,7 @@ def test_registry_accepts_new_kinds(tmp_path, capsys):
         assert main(["plot", "dummy-test-kind", str(tmp_path)]) == 0
         assert calls == [(tmp_path, tmp_path / "dummy-test-kind")]
     finally:
-        figures.KINDS.pop("dummy-test-kind")
+        plotcmd.KINDS.pop("dummy-test-kind")
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -190,25 +191,26 @@ def test_plot_renders_headless_in_a_fresh_process(tmp_path):
                          timeout=300)
     assert res.returncode == 0, res.stderr
     _check_files([run / "loss.png", run / "loss.svg"])
-    json.dumps(res.stdout)  # printed paths only
+    assert str(run / "loss.png") in res.stdout  # the command prints the paths it wrote
+    assert "matplotlib.use" not in res.stderr
 
 
 # --- kinds redrawn from the folders of other commands (compare, verify --scaling, prune) ----------
 # The folders are written here from known inputs (no integration), so every drawn line has a
-# closed form to compare with. The drawn figure is caught by wrapping flowmoe.plots.save.
+# closed form to compare with. The drawn figure is caught by wrapping flowmoe.plotting.style.save.
 
 
 @pytest.fixture
 def caught(monkeypatch):
-    """Figures passed to flowmoe.plots.save (still saved), in order."""
-    import flowmoe.plots
+    """Figures passed to flowmoe.plotting.style.save (still saved), in order."""
+    import flowmoe.plotting.style
 
-    figs, real = [], flowmoe.plots.save
+    figs, real = [], flowmoe.plotting.style.save
 
     def spy(fig, path):
         figs.append(fig)
         return real(fig, path)
-    monkeypatch.setattr(flowmoe.plots, "save", spy)
+    monkeypatch.setattr(flowmoe.plotting.style, "save", spy)
     return figs
 
 
@@ -349,11 +351,11 @@ def test_plot_finetune_recomputes_modes_not_all_saved(tmp_path):
     slowest = [{"loss_rate": 2 * rates[0], "loss_share": shares[0]}]          # only one of the modes saved
     traj = _finetune_folder(tmp_path, {"linear_loss_at_start": float(shares.sum()), "slowest": slowest})
     record = json.loads((tmp_path / "finetune.json").read_text())
-    got = figures._linearised_loss(record, traj, tmp_path / "finetune.json")
+    got = plotcmd._linearised_loss(record, traj, tmp_path / "finetune.json")
     np.testing.assert_allclose(got, linear_loss(rates, shares, traj.t), rtol=1e-12)
     record["modes"]["linear_loss_at_start"] *= 2          # files that do not belong together
     with pytest.raises(flowmoe.SpecError, match="RUN_DIR.*different runs"):
-        figures._linearised_loss(record, traj, tmp_path / "finetune.json")
+        plotcmd._linearised_loss(record, traj, tmp_path / "finetune.json")
 
 
 @pytest.mark.parametrize("kind, damage, needle", [

@@ -14,7 +14,7 @@ from flowmoe.finetune import (distance_to_teacher, finetune, finetune_gd, fit_lo
                               hessian_by_differences, linear_loss, load_run, modal_decomposition, predict,
                               student_order, teacher_hessian)
 from flowmoe.init import gram_from_vectors
-from flowmoe.kernel import gram_loss
+from flowmoe.backends.pair import gram_loss
 from flowmoe.prune import Network, prune
 from flowmoe.trajectory import Trajectory
 

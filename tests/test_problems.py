@@ -27,7 +27,7 @@ def test_problems_move():
 
 def test_global_minimum_has_zero_loss():
     p = PROBLEMS["global-minimum"]()
-    from flowmoe.kernel import gram_loss
+    from flowmoe.backends.pair import gram_loss
 
     L = float(gram_loss(p.gate, p.expert, p.m, p.m_star).loss(p.G0))
     assert abs(L) < 1e-12

@@ -113,7 +113,7 @@ def test_toy_gate_in_the_simulator_equals_sigmoid():
 
 
 def test_gate_names_and_objects_share_one_cache():
-    from flowmoe.kernel import gram_loss
+    from flowmoe.backends.pair import gram_loss
 
     assert gram_loss("sigmoid", "he3", 2, 1) is gram_loss(get_gate("sigmoid"), "he3", 2, 1)
     assert gram_loss("sigmoid", "he3", 2, 1) is gram_loss(get_gate("sigmoid"), flowmoe.gates.get_expert("he3"), 2, 1)

@@ -14,6 +14,7 @@ import importlib
 
 from ..errors import SpecError
 from ..gates import get_expert, get_gate
+from ..layout import Layout
 from .base import ExpectationBackend
 
 _FACTORIES: dict = {}
@@ -62,6 +63,15 @@ def _cached(name, gate_name, expert_name, layout, options):
     return backend
 
 
+def model_backend(name, gate, expert, m: int, m_star: int, options: dict | None = None) -> ExpectationBackend:
+    """The expectation backend ``name`` (``"pair"``, a registered name, or ``"module:Factory"``)."""
+    if isinstance(name, ExpectationBackend):
+        return name
+    gate, expert = get_gate(gate, "gate"), get_expert(expert, "expert")
+    return make_backend(name, gate, expert, Layout(int(m), int(m_star)), **(options or {}))
+
+
+
 def _pair(gate, expert, layout, **options):
     from .pair import PairBackend
 
@@ -72,4 +82,5 @@ def _pair(gate, expert, layout, **options):
 
 register_backend("pair", _pair)
 
-__all__ = ["ExpectationBackend", "make_backend", "register_backend", "backend_names", "check_backend_name"]
+__all__ = ["ExpectationBackend", "make_backend", "register_backend", "backend_names", "check_backend_name",
+           "model_backend"]

@@ -50,3 +50,11 @@ class PairBackend(ExpectationBackend):
     @property
     def key(self) -> tuple:
         return ("pair", self.gate.name, self.expert.name, self.layout)
+
+
+def gram_loss(gate, expert, m: int, m_star: int):
+    """The exact pair backend of one structure (cached on canonical names: ``"sigmoid"`` and the
+    Gate object give the same compiled functions)."""
+    from . import make_backend
+
+    return make_backend("pair", gate, expert, Layout(int(m), int(m_star)))

@@ -1,0 +1,80 @@
+"""The command layer: ``flowmoe <command> ...`` (``flowmoe --help`` lists the commands).
+
+Each command lives in a module of this package with ``register(subparsers)``, which adds a parser
+whose ``func`` default runs the command; the library modules know nothing of argparse. Bad input
+ends with a one-line error naming the field (exit 2), never a traceback; a solve that stops early
+exits with 3, Ctrl-C with 130 after saving what was computed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import SolveError, SpecError
+
+
+# Modules that provide ``register(subparsers)``; each adds one or more commands.
+COMMAND_MODULES = ["flowmoe.commands.run", "flowmoe.commands.prune", "flowmoe.commands.compare",
+                   "flowmoe.commands.portrait", "flowmoe.commands.plot", "flowmoe.commands.verify"]
+
+
+def resolve_spec(args):
+    """The RunSpec named by --preset/--config with --set overrides applied."""
+    from ..spec import load_config, load_preset
+
+    if getattr(args, "config", None):
+        spec = load_config(args.config)
+    else:
+        spec = load_preset(args.preset)
+    if getattr(args, "set", None):
+        spec = spec.with_overrides(args.set)
+    return spec
+
+
+def add_spec_arguments(p: argparse.ArgumentParser, default_preset: str = "paper-fig1") -> None:
+    from ..spec import preset_names
+
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", default=default_preset,
+                   help=f"a preset shipped with flowmoe: {', '.join(preset_names())} (default: {default_preset})")
+    g.add_argument("--config", help="a TOML file with the sections of a preset")
+    p.add_argument("--set", nargs="+", metavar="SECTION.FIELD=VALUE", default=[],
+                   help="override fields, e.g. --set model.m=10 solver.t_end=50")
+
+
+def default_out(kind: str, name: str) -> Path:
+    return Path("runs") / f"{kind}-{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowmoe", description=__doc__.splitlines()[0])
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"flowmoe {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SpecError as err:
+        print(f"flowmoe {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except SolveError as err:
+        print(f"flowmoe {args.command}: solve failed: {err}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"flowmoe {args.command}: interrupted (Ctrl-C); what was computed so far is saved where the "
+              "command writes its results", file=sys.stderr)
+        return 130

@@ -1,0 +1,79 @@
+"""Figures of the ODE against finite-step training: overlays and the convergence study."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..observables import matching
+from ..trajectory import Trajectory
+from . import style
+
+
+SIM_LINESTYLES = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+
+
+def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
+    """Matched router and expert alignments, the loss and the norms: ODE (solid) against each
+    simulation (dashed, dotted, …), one colour per teacher."""
+
+    pairs = matching(ode, 0)
+    with style.rc_context(style.STYLE):
+        fig, axes = style.subplots(1, 4, figsize=(13.5, 3.3))
+        for ax, attr, name in ((axes[0], "router_alignment", r"router $\bar v_{i}^\top v^\star_j$ (matched)"),
+                               (axes[1], "expert_alignment", r"expert $\bar w_{i}^\top w^\star_j$ (matched)")):
+            for i, j in pairs:
+                c = style.COLORS[j % len(style.COLORS)]
+                ax.plot(ode.t, getattr(ode, attr)[:, i, j], color=c, lw=2.2, alpha=0.45,
+                        label=f"ODE, student {i} → teacher {j}")
+                for s, (method, traj) in enumerate(sims.items()):
+                    ax.plot(traj.t, getattr(traj, attr)[:, i, j], color=c, lw=1.1,
+                            ls=SIM_LINESTYLES[s % len(SIM_LINESTYLES)],
+                            label=method if (i, j) == pairs[0] else None)
+            ax.set_ylim(-1.05, 1.05)
+            ax.set_xlabel("flow time $t$ (simulation: lr × steps)")
+            ax.set_title(name)
+        axes[1].legend(loc="lower right", frameon=False, fontsize=6)
+        axes[2].semilogy(ode.t, ode.loss, color="k", lw=2.2, alpha=0.45, label="ODE")
+        axes[3].plot(ode.t, np.max(ode.norms[:, :2 * ode.m] / ode.norms[:1, :2 * ode.m], axis=1), color="k",
+                     lw=2.2, alpha=0.45, label="ODE")
+        for s, (method, traj) in enumerate(sims.items()):
+            ls = SIM_LINESTYLES[s % len(SIM_LINESTYLES)]
+            axes[2].semilogy(traj.t, traj.loss, color="k", ls=ls, lw=1.1, label=method)
+            ratio = traj.norms[:, :2 * traj.m] / traj.norms[:1, :2 * traj.m]
+            axes[3].plot(traj.t, np.max(ratio, axis=1), color="k", ls=ls, lw=1.1, label=f"{method} (max)")
+            axes[3].plot(traj.t, np.median(ratio, axis=1), color="#0072b2", ls=ls, lw=1.1,
+                         label=f"{method} (median)")
+        axes[2].set_title("population loss $L$")
+        axes[3].set_title(r"norm growth $\|u\|/\|u(0)\|$ (students)")
+        for ax in axes[2:]:
+            ax.set_xlabel("flow time $t$")
+            ax.legend(frameon=False)
+        if title:
+            fig.suptitle(title)
+        return style.save(fig, path)
+
+
+def study_figure(res: dict, path, title: str | None = None):
+    from matplotlib.ticker import NullFormatter
+
+    with style.rc_context(style.STYLE):
+        fig, axes = style.subplots(1, 2, figsize=(8.5, 3.3))
+        lrs, dev = np.array(res["lrs"]), np.array(res["gd_deviation"])
+        axes[0].loglog(lrs, dev, "o-", color="k", label=f"population GD vs ODE (slope {res['gd_slope']:.2f})")
+        axes[0].loglog(lrs, dev[0] * lrs / lrs[0], ":", color="#0072b2", label="slope 1")
+        axes[0].set_xlabel("lr")
+        axes[0].set_ylabel(f"max deviation ({res['metric']})")
+        axes[0].set_title(f"population GD, t ≤ {res['t_end']:g}")
+        B = np.array(res["batches"])
+        a, b = np.array(res["sgd_deviation_ode"]), np.array(res["sgd_deviation_pop"])
+        axes[1].loglog(B, a, "o-", color="k", label=f"SGD vs ODE (slope {res['sgd_slope_ode']:.2f})")
+        axes[1].loglog(B, b, "s--", color="#d55e00", label=f"SGD vs population GD (slope {res['sgd_slope_pop']:.2f})")
+        axes[1].loglog(B, b[0] * np.sqrt(B[0] / B), ":", color="#0072b2", label="slope −½")
+        axes[1].set_xlabel("batch size B")
+        axes[1].set_title(f"online SGD, lr = {res['lr_sgd']:g}, t ≤ {res['t_end']:g}")
+        for ax in axes:
+            ax.legend(frameon=False)
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        if title:
+            fig.suptitle(title)
+        return style.save(fig, path)
