@@ -18,7 +18,7 @@ Initialisation near the truth (:func:`init_near_truth`), as in the papers' exper
 model's k atoms are the k⋆ true atoms with the extra atoms given to true atoms in turn (atom 0, 1, …);
 an atom split into c copies shares its mass (ω/c for shared atoms, β₀ − log c for softmax-routed
 atoms; normalised-sigmoid atoms keep β₀); then every unconstrained coordinate (log ω, κ, log τ, β₁,
-β₀, η, log ν) gets independent N(0, ``scale``²) noise from the seeded key (``scale = 0`` starts at the
+β₀, η, log ν) gets independent N(0, ``scale``²) noise from a seeded numpy generator (``scale = 0`` starts at the
 truth when k = k⋆).
 """
 
@@ -60,32 +60,39 @@ def assign_atoms(k_true: int, k_fit: int) -> np.ndarray:
     return np.array(list(range(k_true)) + [i % k_true for i in range(k_fit - k_true)], dtype=int)
 
 
-def init_near_truth(model: GaussianMoE, truth: dict, key, scale: float = 0.1, reps: int | None = None) -> dict:
-    """Starting points (natural parameters) for the fitted ``model`` from the true parameters.
+def init_near_truth(model: GaussianMoE, truth: dict, seed: int = 0, scale: float = 0.1,
+                    reps: int | None = None) -> dict:
+    """Starting points (natural parameters, numpy) for the fitted ``model`` from the true parameters.
 
-    ``truth`` has k⋆ atoms (read from its array shapes); see the module docstring for the rule. With
-    ``reps`` the result has a leading axis of that many independently perturbed starts.
+    ``truth`` has k⋆ atoms (read from its array shapes); see the module docstring for the rule. The
+    noise comes from ``numpy.random.default_rng(seed)``; with ``reps`` the result has a leading axis
+    of that many independently perturbed starts (drawn in order from the same generator).
     """
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 0):
         raise SpecError("init_scale", f"got {scale!r}; allowed: a finite number ≥ 0")
-    if reps is not None:
-        keys = jax.random.split(key, reps)
-        return jax.vmap(lambda k: init_near_truth(model, truth, k, scale))(keys)
+    truth = {k: np.asarray(v, dtype=np.float64) for k, v in truth.items()}
+    rng = np.random.default_rng(seed)
     k2s = truth["beta0"].shape[0]
     a2 = assign_atoms(k2s, model.k2)
     c2 = np.bincount(a2, minlength=k2s)[a2]
-    p = {"beta1": truth["beta1"][a2], "eta": truth["eta"][a2], "nu": truth["nu"][a2],
+    u = {"beta1": truth["beta1"][a2], "eta": truth["eta"][a2], "log_nu": np.log(truth["nu"][a2]),
          "beta0": truth["beta0"][a2] - (np.log(c2) if model.gate == "softmax" else 0.0)}
     if model.k1 > 0:
         k1s = truth["omega"].shape[0]
         a1 = assign_atoms(k1s, model.k1)
         c1 = np.bincount(a1, minlength=k1s)[a1]
-        p.update({"omega": truth["omega"][a1] / c1, "kappa": truth["kappa"][a1], "tau": truth["tau"][a1]})
-    u = to_unconstrained(p)
-    leaves, tree = jax.tree_util.tree_flatten(u)
-    keys = jax.random.split(key, len(leaves))
-    noisy = [leaf + scale * jax.random.normal(k, jnp.shape(leaf)) for leaf, k in zip(leaves, keys)]
-    return from_unconstrained(jax.tree_util.tree_unflatten(tree, noisy))
+        u.update({"log_omega": np.log(truth["omega"][a1] / c1), "kappa": truth["kappa"][a1],
+                  "log_tau": np.log(truth["tau"][a1])})
+    names = sorted(u)
+    batch = 1 if reps is None else int(reps)
+    draws = {k: u[k][None] + scale * rng.standard_normal((batch, *u[k].shape)) for k in names}
+    p = {k: v for k, v in draws.items() if not k.startswith("log_")}
+    p["nu"] = np.exp(draws["log_nu"])
+    if model.k1 > 0:
+        w = np.exp(draws["log_omega"] - draws["log_omega"].max(axis=1, keepdims=True))
+        p["omega"] = w / w.sum(axis=1, keepdims=True)
+        p["tau"] = np.exp(draws["log_tau"])
+    return p if reps is not None else {k: v[0] for k, v in p.items()}
 
 
 # -- direct maximisation -------------------------------------------------------------------------

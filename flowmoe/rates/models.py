@@ -25,6 +25,7 @@ log-weights (softmax), τ and ν by their logarithms.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -189,6 +190,20 @@ def from_unconstrained(u) -> dict:
     return p
 
 
+@functools.partial(jax.jit, static_argnames=("model", "n", "reps", "design", "low", "high"))
+def sample_datasets(model: "GaussianMoE", params: dict, key, n: int, reps: int, design: str = "uniform",
+                    low: float = -3.0, high: float = 3.0):
+    """``reps`` independent data sets of size n from ``model`` at ``params``: x (reps, n, d), y (reps, n).
+    With ``design="grid"`` every data set has the same inputs linspace(low, high, n)."""
+    kx, ky = jax.random.split(key)
+    if design == "grid":
+        x = jnp.broadcast_to(sample_x(None, n, model.d, "grid", low, high), (reps, n, model.d))
+    else:
+        x = jax.vmap(lambda k: sample_x(k, n, model.d, design, low, high))(jax.random.split(kx, reps))
+    y = jax.vmap(lambda k, xx: model.sample_y(k, params, xx))(jax.random.split(ky, reps), x)
+    return x, y
+
+
 def sample_x(key, n: int, d: int = 1, design: str = "uniform", low: float = -3.0, high: float = 3.0):
     """Inputs: i.i.d. Uniform[low, high]^d (``design="uniform"``) or the grid linspace(low, high, n)
     (``design="grid"``, d = 1 only)."""
@@ -201,5 +216,5 @@ def sample_x(key, n: int, d: int = 1, design: str = "uniform", low: float = -3.0
     raise SpecError("design", f"got {design!r}; allowed: uniform, grid")
 
 
-__all__ = ["GaussianMoE", "EXPERTS", "GATES", "expert_apply", "expert_size", "sample_x", "to_unconstrained",
+__all__ = ["GaussianMoE", "EXPERTS", "GATES", "expert_apply", "expert_size", "sample_x", "sample_datasets", "to_unconstrained",
            "from_unconstrained"]
