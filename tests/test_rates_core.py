@@ -182,3 +182,21 @@ def test_permutation_invariance_and_cells():
     assert [c.tolist() for c in cells] == [[0, 1], [2]]
     batch = {k: np.stack([[q, qp][i % 2][k] for i in range(4)]) for k in q}
     assert np.ptp(batch_loss("D1", batch, t)) < 1e-13
+
+
+def test_relu_rescaling_is_not_a_loss():
+    """η₂ReLU(η₁x) = cη₂ReLU(η₁x/c): a rescaled ReLU fit has the same density and zero loss."""
+    t = np_params(THM1)
+    p = {k: v.copy() for k, v in t.items()}
+    p["eta"][0] = [-12.0 / 3.0, 4.0 * 3.0]
+    p["kappa"][0] = [6.0 * 2.0, 0.0, -8.0 / 2.0]
+    m = GaussianMoE("softmax", "relu0", "relu", 1, 2)
+    x, y = _data(m, t, 1, 50, seed=4)
+    ll = jax.jit(m.loglik)
+    assert float(ll({k: jnp.asarray(v) for k, v in p.items()}, x[0], y[0])) == pytest.approx(
+        float(ll({k: jnp.asarray(v) for k, v in t.items()}, x[0], y[0])), rel=1e-13)
+    assert voronoi_loss("D1", p, t, shared_expert="relu", routed_expert="relu0") < 1e-12
+    assert voronoi_loss("D1", p, t) > 1.0  # without the alignment the raw parameters differ
+    # a genuine error stays: outer weight of routed atom 1 off by 1 % (no rescaling undoes a product change)
+    p["eta"][1] = [12.0, 4.04]
+    assert voronoi_loss("D1", p, t, shared_expert="relu", routed_expert="relu0") > 1e-3

@@ -100,7 +100,9 @@ def run_one_n(preset: RatePreset, n: int, reps: int, seed: int, reference: dict 
         parts.append(fit(preset.fit_model, {k: v[sl] for k, v in p0.items()}, x[sl], y[sl], w[sl],
                          method=preset.method, tol=TOL, max_steps=MAX_STEPS))
     params = {k: np.concatenate([p.params[k] for p in parts]) for k in parts[0].params}
-    losses = batch_loss(preset.loss, params, truth_np, preset.fit_model.gate, reference)
+    losses = batch_loss(preset.loss, params, truth_np, preset.fit_model.gate, reference,
+                        preset.fit_model.shared_expert if preset.fit_model.k1 else None,
+                        preset.fit_model.routed_expert)
     return {"n": int(n), "loss": losses.tolist(),
             "steps": np.concatenate([p.steps for p in parts]).tolist(),
             "converged": np.concatenate([p.converged for p in parts]).tolist(),

@@ -25,6 +25,12 @@ the last atom to zero. Before D₁/D₂ we therefore put the fit in the translat
 in total mass and in mass-weighted mean slope:
 Σᵢe^{β₀ᵢ} = Σⱼe^{β⋆₀ⱼ} and Σᵢe^{β₀ᵢ}β₁ᵢ/Σᵢe^{β₀ᵢ} = Σⱼe^{β⋆₀ⱼ}β⋆₁ⱼ/Σⱼe^{β⋆₀ⱼ} (:func:`align_softmax`);
 this is the identity on the truth and on any exact split of it.
+
+ReLU rescaling. η₂ReLU(η₁ᵀx + η₀) = cη₂ReLU((η₁ᵀx + η₀)/c) for c > 0, so ReLU expert parameters are
+identified only up to that rescaling (and the likelihood is flat along it). With ``relu``/``relu0``
+experts every fitted expert vector is put, for each true atom, at the point of its rescaling orbit
+nearest to that true atom's expert vector (a quartic in c, solved exactly) before cells and Δ are taken
+(:func:`align_scale`). Linear experts have no such orbit and are left as they are.
 """
 
 from __future__ import annotations
@@ -65,25 +71,59 @@ def align_softmax(params: dict, truth: dict) -> dict:
     return p
 
 
-def _shared_atoms(p):
-    return np.concatenate([np.asarray(p["kappa"], float), np.asarray(p["tau"], float)[:, None]], axis=1)
+def _outer(kind: str | None, d: int) -> int | None:
+    return {"relu": d + 1, "relu0": d}.get(kind)
 
 
-def _routed_atoms(p):
-    return np.concatenate([np.asarray(p["beta1"], float), np.asarray(p["eta"], float),
-                           np.asarray(p["nu"], float)[:, None]], axis=1)
+def align_scale(kind: str | None, d: int, a, t) -> np.ndarray:
+    """The point (c·a_outer, a_rest/c), c > 0, of the ReLU rescaling orbit of expert vector ``a`` nearest
+    to ``t`` (Euclidean); ``a`` unchanged for experts without that invariance."""
+    a = np.asarray(a, float)
+    k = _outer(kind, d)
+    if k is None:
+        return a.copy()
+    t = np.asarray(t, float)
+    a2, t2 = a[k], t[k]
+    rest = [i for i in range(a.size) if i != k]
+    ar, tr = a[rest], t[rest]
+    # d/dc [(c a2 − t2)² + Σ(a_r/c − t_r)²] = 0  ⇔  a2² c⁴ − a2 t2 c³ + (a_r·t_r) c − |a_r|² = 0
+    roots = np.roots([a2 * a2, -a2 * t2, 0.0, ar @ tr, -(ar @ ar)])
+    cands = [r.real for r in roots if abs(r.imag) < 1e-9 * max(1.0, abs(r)) and r.real > 0] + [1.0]
+    best = min(cands, key=lambda c: (c * a2 - t2) ** 2 + np.sum((ar / c - tr) ** 2))
+    out = a.copy()
+    out[k] = best * a2
+    out[rest] = ar / best
+    return out
 
 
-def _shared_part(p, t, linear: bool, d: int) -> float:
+def _assign(fit_expert, fit_rest_before, fit_rest_after, true_expert, true_before, true_after, kind, d):
+    """Cells (nearest true atom in (rest_before, expert, rest_after)) and the aligned fitted expert vectors
+    E[i, j] (fit atom i aligned to true atom j)."""
+    kf, kt = fit_expert.shape[0], true_expert.shape[0]
+    E = np.stack([np.stack([align_scale(kind, d, fit_expert[i], true_expert[j]) for j in range(kt)])
+                  for i in range(kf)])
+    dist = np.empty((kf, kt))
+    for i in range(kf):
+        for j in range(kt):
+            dist[i, j] = np.sqrt(np.sum((fit_rest_before[i] - true_before[j]) ** 2)
+                                 + np.sum((E[i, j] - true_expert[j]) ** 2)
+                                 + np.sum((fit_rest_after[i] - true_after[j]) ** 2))
+    nearest = np.argmin(dist, axis=1)
+    return [np.flatnonzero(nearest == j) for j in range(kt)], E
+
+
+def _shared_part(p, t, linear: bool, d: int, kind: str | None = None) -> float:
     """Shared-expert terms (masses, single- and multi-atom cells) of D₁ (``linear=False``) or D₂."""
     if "omega" not in t:
         return 0.0
     om, ka, ta = (np.asarray(p[k], float) for k in ("omega", "kappa", "tau"))
     om_s, ka_s, ta_s = (np.asarray(t[k], float) for k in ("omega", "kappa", "tau"))
     total = 0.0
-    for j, cell in enumerate(voronoi_cells(_shared_atoms(p), _shared_atoms(t))):
+    none_f, none_t = np.zeros((ka.shape[0], 0)), np.zeros((ka_s.shape[0], 0))
+    cells, E = _assign(ka, none_f, ta[:, None], ka_s, none_t, ta_s[:, None], kind, d)
+    for j, cell in enumerate(cells):
         total += abs(om[cell].sum() - om_s[j])
-        dk, dt = ka[cell] - ka_s[j], np.abs(ta[cell] - ta_s[j])
+        dk, dt = E[cell, j] - ka_s[j], np.abs(ta[cell] - ta_s[j])
         if len(cell) == 1:
             if linear:
                 term = np.linalg.norm(dk[:, :d], axis=1) + np.abs(dk[:, d]) + dt
@@ -101,26 +141,29 @@ def _shared_part(p, t, linear: bool, d: int) -> float:
     return total
 
 
-def voronoi_loss(kind: str, params: dict, truth: dict, gate: str = "softmax", reference: dict | None = None) -> float:
+def voronoi_loss(kind: str, params: dict, truth: dict, gate: str = "softmax", reference: dict | None = None,
+                 shared_expert: str | None = None, routed_expert: str | None = None) -> float:
     """The Voronoi loss ``kind`` ∈ {D1, D2, D3, D4} of one fit (natural parameters, no batch axis)
-    against ``truth`` (D₄: the routed part against ``reference`` = Ǧ₂)."""
+    against ``truth`` (D₄: the routed part against ``reference`` = Ǧ₂). The expert kinds switch on the
+    ReLU rescaling alignment (module docstring)."""
     if kind not in LOSSES:
         raise SpecError("loss", f"got {kind!r}; allowed: {', '.join(LOSSES)}")
     if kind == "D4" and reference is None:
         raise SpecError("reference", "D4 needs the KL projection Ǧ₂ as reference; allowed: a parameter dict")
     d = np.asarray(truth["beta1"]).shape[1]
     p = align_softmax(params, truth) if (gate == "softmax" and kind in ("D1", "D2")) else dict(params)
-    total = _shared_part(p, truth, linear=(kind == "D2"), d=d)
+    total = _shared_part(p, truth, linear=(kind == "D2"), d=d, kind=shared_expert)
     b0, b1, eta, nu = (np.asarray(p[k], float) for k in ("beta0", "beta1", "eta", "nu"))
     ref = reference if kind == "D4" else truth
     s0, s1, seta, snu = (np.asarray(ref[k], float) for k in ("beta0", "beta1", "eta", "nu"))
-    for j, cell in enumerate(voronoi_cells(_routed_atoms(p), _routed_atoms(ref))):
+    cells, E = _assign(eta, b1, nu[:, None], seta, s1, snu[:, None], routed_expert, d)
+    for j, cell in enumerate(cells):
         if len(cell) == 0:
             if kind in ("D1", "D2"):
                 total += np.exp(s0[j])
             continue
         db1 = np.linalg.norm(b1[cell] - s1[j], axis=1)
-        de = eta[cell] - seta[j]
+        de = E[cell, j] - seta[j]
         dn = np.abs(nu[cell] - snu[j])
         if kind in ("D1", "D2"):
             mass = np.exp(b0[cell])
@@ -146,11 +189,12 @@ def voronoi_loss(kind: str, params: dict, truth: dict, gate: str = "softmax", re
     return float(total)
 
 
-def batch_loss(kind: str, params: dict, truth: dict, gate: str = "softmax", reference: dict | None = None) -> np.ndarray:
+def batch_loss(kind: str, params: dict, truth: dict, gate: str = "softmax", reference: dict | None = None,
+               shared_expert: str | None = None, routed_expert: str | None = None) -> np.ndarray:
     """:func:`voronoi_loss` for every fit of a batch (leading replication axis)."""
     R = np.asarray(params["beta0"]).shape[0]
-    return np.array([voronoi_loss(kind, {k: np.asarray(v)[r] for k, v in params.items()}, truth, gate, reference)
-                     for r in range(R)])
+    return np.array([voronoi_loss(kind, {k: np.asarray(v)[r] for k, v in params.items()}, truth, gate, reference,
+                                  shared_expert, routed_expert) for r in range(R)])
 
 
-__all__ = ["LOSSES", "r_exponent", "voronoi_cells", "voronoi_loss", "batch_loss", "align_softmax"]
+__all__ = ["LOSSES", "r_exponent", "voronoi_cells", "voronoi_loss", "batch_loss", "align_softmax", "align_scale"]
