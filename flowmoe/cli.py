@@ -18,6 +18,7 @@ from .errors import SolveError, SpecError
 # Modules that provide ``register(subparsers)``; each adds one or more commands.
 COMMAND_MODULES = ["flowmoe.cli", "flowmoe.prune", "flowmoe.compare", "flowmoe.portrait", "flowmoe.figures",
                    "flowmoe.verify"]
+COMMAND_MODULES.append("flowmoe.rates.cli")  # statistical-rate experiments (flowmoe/rates/)
 
 
 def resolve_spec(args):
