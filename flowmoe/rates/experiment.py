@@ -222,7 +222,7 @@ def run_experiment(preset: RatePreset, out, n_values=None, reps: int | None = No
                 if progress:
                     print(f"[rates {preset.name}] n = {n}: cached", file=sys.stderr)
                 continue
-        row = run_one_n(preset, n, reps, seed, reference, pad_to)
+        row = run_one_n(preset, n, reps, seed, None if reference is None else reference["params"], pad_to)
         write_json(path, {"settings": settings, "result": row})
         rows.append(row)
         computed += 1
