@@ -108,3 +108,27 @@ def test_presets_match_the_settings():
     assert set(PRESETS) == {"deepseek-thm1", "deepseek-thm2", "deepseek-thm3", "deepseek-thm4", "softmax-exact-k2"}
     with pytest.raises(SpecError, match="^--preset: "):
         get_preset("deepseek-thm5")
+
+
+def test_population_quadrature_moments():
+    """The quadrature behind the KL projection: weights sum to 1 and E[Y], E[Y²] under the thm4 truth
+    agree with scipy.integrate.quad of the closed-form conditional moments over X ~ U[−3, 3]."""
+    from scipy.integrate import quad
+
+    from flowmoe.rates.experiment import population_quadrature
+
+    x, y, w = population_quadrature(get_preset("deepseek-thm4"))
+
+    def moments(t):
+        s = 1 / (1 + np.exp(-(5 * t + np.array([-0.5, 0.5]))))
+        g = s / s.sum()
+        mu = np.array([-8 * max(6 * t, 0.0), 8 * t + 2, -6 * t + 1])
+        wt = np.array([0.5, 0.5 * g[0], 0.5 * g[1]])
+        var = np.array([0.25, 0.4, 0.4])
+        return wt @ mu, wt @ (var + mu ** 2)
+
+    m1 = quad(lambda t: moments(t)[0] / 6, -3, 3, points=[0.0, 0.1, -0.1], limit=200)[0]
+    m2 = quad(lambda t: moments(t)[1] / 6, -3, 3, points=[0.0, 0.1, -0.1], limit=200)[0]
+    assert w.sum() == pytest.approx(1.0, abs=1e-12)
+    assert np.sum(w * y) == pytest.approx(m1, rel=1e-8)
+    assert np.sum(w * y ** 2) == pytest.approx(m2, rel=1e-8)
