@@ -164,6 +164,8 @@ def test_hand_built_values():
     p["beta0"] += 0.7
     p["beta1"] -= 1.3
     assert voronoi_loss("D1", p, t) < 1e-12
+    p["beta0"] += 900.0  # a diverged fit: e^{β₀} overflows, the translation does not
+    assert voronoi_loss("D1", p, t) < 1e-9
     assert [r_exponent(m) for m in (2, 3, 4, 9)] == [4, 6, 7, 7]
 
 

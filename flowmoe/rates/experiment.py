@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -103,7 +102,7 @@ def run_one_n(preset: RatePreset, n: int, reps: int, seed: int, reference: dict 
     losses = batch_loss(preset.loss, params, truth_np, preset.fit_model.gate, reference,
                         preset.fit_model.shared_expert if preset.fit_model.k1 else None,
                         preset.fit_model.routed_expert)
-    return {"n": int(n), "loss": losses.tolist(),
+    return {"n": int(n), "loss": losses.tolist(), "params": {k: v.tolist() for k, v in params.items()},
             "steps": np.concatenate([p.steps for p in parts]).tolist(),
             "converged": np.concatenate([p.converged for p in parts]).tolist(),
             "loglik": np.concatenate([p.loglik for p in parts]).tolist(),

@@ -123,7 +123,7 @@ def _fit_em_one(model, p0, x, y, w, tol, max_steps, newton_steps):
     n = x.shape[0]
     wts = jnp.full((n,), 1.0 / n) if w is None else w
     X1 = jnp.concatenate([x, jnp.ones((n, 1))], axis=1)
-    k1, k2, d = model.k1, model.k2, model.d
+    k1, d = model.k1, model.d
 
     def gate_objective(theta, r2):
         prm = {"beta1": theta[:, :d], "beta0": theta[:, d]}

@@ -36,6 +36,7 @@ nearest to that true atom's expert vector (a quartic in c, solved exactly) befor
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logsumexp
 
 from ..errors import SpecError
 
@@ -64,8 +65,8 @@ def align_softmax(params: dict, truth: dict) -> dict:
     p = dict(params)
     b0, b1 = np.asarray(params["beta0"], float), np.asarray(params["beta1"], float)
     s0, s1 = np.asarray(truth["beta0"], float), np.asarray(truth["beta1"], float)
-    t0 = np.log(np.exp(s0).sum()) - np.log(np.exp(b0).sum())
-    wf, wt = np.exp(b0) / np.exp(b0).sum(), np.exp(s0) / np.exp(s0).sum()
+    t0 = logsumexp(s0) - logsumexp(b0)  # stable for diverged fits (β₀ of hundreds)
+    wf, wt = np.exp(b0 - logsumexp(b0)), np.exp(s0 - logsumexp(s0))
     t1 = wt @ s1 - wf @ b1
     p["beta0"], p["beta1"] = b0 + t0, b1 + t1[None, :]
     return p
