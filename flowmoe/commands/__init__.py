@@ -18,7 +18,8 @@ from ..errors import SolveError, SpecError
 
 # Modules that provide ``register(subparsers)``; each adds one or more commands.
 COMMAND_MODULES = ["flowmoe.commands.run", "flowmoe.commands.prune", "flowmoe.commands.compare",
-                   "flowmoe.commands.portrait", "flowmoe.commands.plot", "flowmoe.commands.verify"]
+                   "flowmoe.commands.portrait", "flowmoe.commands.plot", "flowmoe.commands.verify",
+                   "flowmoe.commands.rates"]
 
 
 def resolve_spec(args):
