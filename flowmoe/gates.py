@@ -43,7 +43,15 @@ class Gate:
 
     @functools.lru_cache(maxsize=None)
     def numpy_derivative(self, order: int):
-        """π^{(order)} as a vectorised numpy function (float64)."""
+        """π^{(order)} as a vectorised numpy function (float64).
+
+        The logistic gates (sigmoid, tanh) use :func:`logistic_derivative`: sympy's form of their
+        high derivatives overflows (exp(−kz) with k up to the order: NaN from order 18 on) and
+        cancels catastrophically for z < 0. Other gates lambdify :meth:`derivative_expr`.
+        """
+        stable = _STABLE_DERIVATIVES.get(self.formula)
+        if stable is not None:
+            return functools.partial(stable, order)
         fn = sp.lambdify(Z, self.derivative_expr(order), modules=["numpy", "scipy"])
 
         def call(z):
@@ -68,6 +76,53 @@ GATES = {
     "tanh": Gate("tanh", sp.tanh(Z), "tanh(z)", ("legendre", 300, 12.0), 128),
     "identity": Gate("identity", Z, "identity (linear gate) z"),
 }
+
+
+@functools.lru_cache(maxsize=None)
+def _logistic_polys(order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients (ascending, exact integers turned float) of P_n and Q_n with
+    σ^{(n)}(z) = P_n(σ(z)) (P_0 = s, P_{n+1} = P_n'·s(1 − s)) and
+    tanh^{(n)}(y) = Q_n(tanh y) (Q_0 = t, Q_{n+1} = Q_n'·(1 − t²))."""
+    def next_poly(c, quad):
+        d = [k * c[k] for k in range(1, len(c))]
+        out = [0] * (len(d) + 2)
+        for i, a in enumerate(d):
+            out[i + quad[0]] += a
+            out[i + 2] -= a
+        return out
+    P, Q = [0, 1], [0, 1]
+    for _ in range(order):
+        P, Q = next_poly(P, (1,)), next_poly(Q, (0,))
+    return np.array(P, dtype=np.float64), np.array(Q, dtype=np.float64)
+
+
+def logistic_derivative(order: int, z) -> np.ndarray:
+    """σ^{(n)}(z) of σ(z) = 1/(1 + e^{−z}), finite and accurate (≤ 1e-11 of max|σ^{(n)}| for n ≤ 25,
+    checked against 60-digit mpmath) for every real z.
+
+    For |z| < 1.75 the tanh form σ^{(n)}(z) = 2^{−n−1} Q_n(tanh(z/2)) (no cancellation near 0);
+    otherwise P_n(σ(−|z|)) with σ(−|z|) ≤ 0.15 (no cancellation, no overflow), and the symmetry
+    σ^{(n)}(z) = (−1)^{n+1} σ^{(n)}(−z) for n ≥ 1.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if order == 0:
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
+    P, Q = _logistic_polys(order)
+    small = np.polynomial.polynomial.polyval(np.tanh(0.5 * z), Q) * 0.5 ** (order + 1)
+    s = 0.5 * (1.0 - np.tanh(0.5 * np.abs(z)))  # σ(−|z|), no overflow
+    large = np.polynomial.polynomial.polyval(s, P) * np.where(z > 0, (-1.0) ** (order + 1), 1.0)
+    return np.where(np.abs(z) < 1.75, small, large)
+
+
+def _tanh_derivative(order: int, z) -> np.ndarray:
+    """tanh^{(n)}(z) = 2^{n+1} σ^{(n)}(2z) for n ≥ 1 (tanh z = 2σ(2z) − 1)."""
+    z = np.asarray(z, dtype=np.float64)
+    if order == 0:
+        return np.tanh(z)
+    return 2.0 ** (order + 1) * logistic_derivative(order, 2.0 * z)
+
+
+_STABLE_DERIVATIVES = {1 / (1 + sp.exp(-Z)): logistic_derivative, sp.tanh(Z): _tanh_derivative}
 
 
 def register_gate(gate: Gate) -> Gate:

@@ -79,15 +79,32 @@ def sample_vectors(spec: MoESpec, seed: int | None = None):
     return V, W, V_star, W_star
 
 
+def unit_rows(U) -> tuple[np.ndarray, np.ndarray]:
+    """(U / ‖U‖ row-wise, ‖U‖) without overflow or underflow: each row is first divided by its
+    largest absolute entry, so rows of size 1e±300 give the same directions as rows of size 1.
+    A norm beyond the float64 range comes back as inf (its direction is still exact); an all-zero
+    row gives a zero norm and a NaN direction (callers refuse those first)."""
+    U = np.asarray(U, dtype=np.float64)
+    scale = np.max(np.abs(U), axis=1) if U.shape[1] else np.zeros(U.shape[0])
+    safe = np.where(scale > 0, scale, 1.0)
+    S = U / safe[:, None]
+    inner = np.linalg.norm(S, axis=1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        Ubar = S / inner[:, None]
+        norms = scale * inner
+    return Ubar, norms
+
+
 def gram_from_vectors(V, W, V_star, W_star, field: str = "vectors") -> tuple[np.ndarray, np.ndarray]:
-    """Unit-direction Gram matrix and norms of [V; W; V⋆; W⋆] (rows need not be unit)."""
+    """Unit-direction Gram matrix and norms of [V; W; V⋆; W⋆] (rows need not be unit; any scale
+    in the float64 range gives the same directions, see :func:`unit_rows`)."""
     U = np.concatenate([np.asarray(a, dtype=np.float64) for a in (V, W, V_star, W_star)])
-    norms = np.linalg.norm(U, axis=1)
     if not np.all(np.isfinite(U)):
         raise SpecError(field, "vectors must be finite (found NaN or inf)")
-    if np.any(norms == 0):
-        raise SpecError(field, f"vectors must be non-zero; zero rows: {np.flatnonzero(norms == 0).tolist()}")
-    Ubar = U / norms[:, None]
+    zero = ~np.any(U != 0, axis=1)
+    if np.any(zero):
+        raise SpecError(field, f"vectors must be non-zero; zero rows: {np.flatnonzero(zero).tolist()}")
+    Ubar, norms = unit_rows(U)
     G = Ubar @ Ubar.T
     np.fill_diagonal(G, 1.0)
     return 0.5 * (G + G.T), norms
