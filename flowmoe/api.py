@@ -55,10 +55,20 @@ def _check_vectors(V, W, V_star, W_star):
 
 def model_backend(name, gate, expert, m: int, m_star: int, options: dict | None = None) -> ExpectationBackend:
     """The expectation backend ``name`` (``"pair"``, a registered name, or ``"module:Factory"``)."""
+    from .spec import _int
+
     if isinstance(name, ExpectationBackend):
         return name
     gate, expert = get_gate(gate, "gate"), get_expert(expert, "expert")
-    return make_backend(name, gate, expert, Layout(int(m), int(m_star)), **(options or {}))
+    options = {} if options is None else options
+    if not isinstance(options, dict):
+        raise SpecError("backend", f"must be a table of options, got {options!r}")
+    for key, value in options.items():
+        if not isinstance(key, str):
+            raise SpecError("backend", f"option names must be strings, got {key!r}")
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            raise SpecError(f"backend.{key}", f"must be a number, a string or a boolean, got {value!r}")
+    return make_backend(name, gate, expert, Layout(_int(m, "m", 1), _int(m_star, "m_star", 1)), **options)
 
 
 def population_loss(V: Vectors, W: Vectors, V_star: Vectors, W_star: Vectors, gate="sigmoid", expert="he3",

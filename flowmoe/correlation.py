@@ -138,4 +138,10 @@ def correlation_table(gate_name: str, order: int, cheb_nodes: int | None = None,
             c = (2.0 / n) * np.cos(np.outer(k, theta)) @ values[p]
             c[0] /= 2.0
             coeffs[p, q] = coeffs[q, p] = c
+        if not np.all(np.isfinite(coeffs[: q + 1, q])):
+            from .errors import SpecError
+
+            raise SpecError("model.gate", f"the derivatives of gate {gate.name!r} of order {q} are not finite at "
+                                          f"the quadrature nodes, so R_{{p,{q}}} cannot be tabulated; use experts "
+                                          f"of degree K ≤ {max((q - 2) // 2, 0)} with this gate (order 2K + 1 < {q})")
     return CorrelationTable(gate.name, order, n, quad_nodes, coeffs)

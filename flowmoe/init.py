@@ -175,17 +175,57 @@ def check_teacher_geometry(spec: MoESpec, V_star, W_star, field: str = "teacher.
 
 
 def load_vectors(spec: MoESpec):
-    """Read and check the explicit initial state named by ``init.vectors``."""
+    """Read and check the explicit initial state named by ``init.vectors``.
+
+    A missing, truncated or corrupt file, a single-array ``.npy``, missing arrays, and arrays that
+    are not real numbers (complex, strings, objects) are refused with one line naming the field.
+    """
+    import zipfile
+    import zlib
     from pathlib import Path
 
     path = Path(spec.init.vectors)
+    names = ("V", "W", "V_star", "W_star")
+    usage = "save it with np.savez(path, V=V, W=W, V_star=V_star, W_star=W_star)"
+    broken = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError, NotImplementedError)
     if not path.is_file():
         raise SpecError("init.vectors", f"no such file: {path}")
+
+    def one_line(err):
+        return " ".join(str(err).split())[:200]
+
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x93NUMPY")):
+        what = "is empty" if not magic else "is not an .npz archive (no zip signature; truncated or another format?)"
+        raise SpecError("init.vectors", f"{path} {what}; {usage}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("V", "W", "V_star", "W_star")}
-    except (KeyError, ValueError, OSError) as err:
-        raise SpecError("init.vectors", f"{path} must be an .npz with arrays V, W, V_star, W_star ({err})") from None
+        data = np.load(path, allow_pickle=False)
+    except broken as err:
+        raise SpecError("init.vectors", f"{path} is not a readable .npz file (truncated or corrupt?): "
+                                        f"{one_line(err)}; {usage}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise SpecError("init.vectors", f"{path} holds a single array, not an .npz archive of V, W, V_star, W_star; {usage}")
+    arrays = {}
+    with data:
+        missing = [k for k in names if k not in data.files]
+        if missing:
+            raise SpecError("init.vectors", f"{path} lacks the arrays {missing} (it has {sorted(data.files)}); {usage}")
+        for k in names:
+            try:
+                a = np.asarray(data[k])
+            except ValueError as err:
+                if "allow_pickle" not in str(err):
+                    raise SpecError(f"init.vectors.{k}", f"array {k} in {path} cannot be read: {one_line(err)}") from None
+                raise SpecError(f"init.vectors.{k}", "holds Python objects (pickled), which are refused; "
+                                                     "it must be an array of real numbers") from None
+            except broken as err:
+                raise SpecError(f"init.vectors.{k}", f"array {k} in {path} cannot be read (truncated or corrupt "
+                                                     f"file?): {one_line(err)}") from None
+            if a.dtype.kind not in "biuf":
+                raise SpecError(f"init.vectors.{k}", f"must hold real numbers, got dtype {a.dtype}"
+                                                     + (" (complex input is refused)" if a.dtype.kind == "c" else ""))
+            arrays[k] = a.astype(np.float64)
     shapes = {"V": (spec.m, spec.d), "W": (spec.m, spec.d), "V_star": (spec.m_star, spec.d),
               "W_star": (spec.m_star, spec.d)}
     for k, shape in shapes.items():
