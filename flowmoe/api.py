@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from .backends import ExpectationBackend, make_backend
 from .errors import SolveError, SpecError
-from .gates import get_expert, get_gate
+from .gates import check_expert_degree, get_expert, get_gate
 from .init import gram_from_vectors, unit_rows
 from .layout import Layout
 from .ode import integrate, loss_along, terms_for, vector_field
@@ -29,10 +29,9 @@ def _check_vectors(V, W, V_star, W_star):
             raise SpecError(name, "must be a 2-D array of real numbers (rows of equal length)") from None
         if np.iscomplexobj(raw):
             raise SpecError(name, "must be a real array (complex input is refused, not truncated)")
-        try:
-            a = raw.astype(np.float64)
-        except (TypeError, ValueError):
-            raise SpecError(name, f"must be an array of real numbers, got dtype {raw.dtype}") from None
+        if raw.dtype.kind not in "biuf":
+            raise SpecError(name, f"must be an array of real numbers, got dtype {raw.dtype}")
+        a = raw.astype(np.float64)
         if a.ndim != 2:
             raise SpecError(name, f"must be a 2-D array (rows are vectors), got shape {a.shape}")
         if not np.all(np.isfinite(a)):
@@ -60,6 +59,7 @@ def model_backend(name, gate, expert, m: int, m_star: int, options: dict | None 
     if isinstance(name, ExpectationBackend):
         return name
     gate, expert = get_gate(gate, "gate"), get_expert(expert, "expert")
+    check_expert_degree(gate, expert, "expert")
     options = {} if options is None else options
     if not isinstance(options, dict):
         raise SpecError("backend", f"must be a table of options, got {options!r}")

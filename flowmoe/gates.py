@@ -234,6 +234,27 @@ def get_expert(spec, field: str = "model.expert") -> Expert:
     return Expert(clean)
 
 
+TABLE_DEGREE_LIMITS: dict = {}
+"""Per-gate limits below MAX_EXPERT_DEGREE for gates whose correlation tables do not converge to
+order 2·MAX_EXPERT_DEGREE + 1 (none of the built-in gates: :func:`flowmoe.correlation.correlation_table`
+refines its Chebyshev nodes per column, 128 for the sigmoid and 256 for tanh at order 25)."""
+
+
+def expert_degree_limit(gate) -> int:
+    """The highest expert degree K whose tables (order 2K + 1) are accurate for this gate."""
+    return min(TABLE_DEGREE_LIMITS.get(get_gate(gate).name, MAX_EXPERT_DEGREE), MAX_EXPERT_DEGREE)
+
+
+def check_expert_degree(gate, expert, field: str = "model.expert") -> None:
+    """Refuse an expert whose degree is beyond what the gate's correlation tables support."""
+    gate, expert = get_gate(gate), get_expert(expert, field)
+    limit = expert_degree_limit(gate)
+    if expert.max_degree > limit:
+        raise SpecError(field, f"expert {expert.name!r} has degree {expert.max_degree}; with gate {gate.name!r} the "
+                               f"correlation tables are accurate up to degree K ≤ {limit} (order 2K + 1 = "
+                               f"{2 * limit + 1})")
+
+
 def hermite_he(k: int, z) -> sp.Expr:
     """Probabilists' Hermite polynomial He_k(z) (He₀ = 1, He₁ = z, He_{k+1} = z He_k − k He_{k−1})."""
     prev, cur = sp.Integer(1), z

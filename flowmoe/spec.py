@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecError
-from .gates import GATES, get_expert, get_gate
+from .gates import GATES, check_expert_degree, get_expert, get_gate
 
 TEACHER_GEOMETRIES = ("orthonormal", "routers-orthonormal", "experts-orthonormal", "gram")
 ROUTER_INITS = ("orthogonal", "plain")
@@ -153,6 +153,7 @@ class MoESpec:
             raise SpecError("model.d", f"teacher geometry {self.teacher.geometry!r} needs d ≥ m⋆ = {m_star}")
         get_gate(self.gate, "model.gate")
         expert = get_expert(self.expert, "model.expert")
+        check_expert_degree(self.gate, expert, "model.expert")
         from .backends import check_backend_name
 
         check_backend_name(self.backend, "model.backend")
