@@ -31,6 +31,7 @@ NORM_MODES = ("fixed", "state")
 STATES = ("factor", "gram")
 SPACINGS = ("linear", "log")
 MAX_EXPERTS = 10_000  # m and m⋆: the Gram matrix has (2(m + m⋆))² entries
+MAX_DIMENSION = 10**15  # integers stay exact in float64 (the Gram sampler draws χ²(d − k))
 MAX_VECTOR_ENTRIES = 200_000_000  # 2(m + m⋆)·d float64 numbers (1.6 GB) for init.sampler = "vectors"
 
 
@@ -43,8 +44,16 @@ def _int(value, name: str, minimum: int, maximum: int | None = None) -> int:
     if value < minimum:
         raise SpecError(name, f"must be an integer ≥ {minimum}, got {value}")
     if maximum is not None and value > maximum:
-        raise SpecError(name, f"must be an integer ≤ {maximum:.3g}, got {value:.3g}")
+        raise SpecError(name, f"must be an integer ≤ {maximum:.3g}, got {_show(value)}")
     return value
+
+
+def _show(value) -> str:
+    """A short form of a possibly huge integer (no OverflowError for ints beyond float range)."""
+    try:
+        return f"{value:.3g}"
+    except (OverflowError, ValueError):
+        return "an integer beyond the float64 range"
 
 
 def _float(value, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
@@ -136,7 +145,7 @@ class MoESpec:
     def __post_init__(self):
         m = _int(self.m, "model.m", 1, MAX_EXPERTS)
         m_star = _int(self.m_star, "model.m_star", 1, MAX_EXPERTS)
-        d = _int(self.d, "model.d", 1)
+        d = _int(self.d, "model.d", 1, MAX_DIMENSION)
         if not isinstance(self.init, InitSpec) or not isinstance(self.teacher, TeacherSpec):
             raise SpecError("model", "teacher and init must be TeacherSpec and InitSpec objects")
         if self.init.sampler == "vectors" and self.init.vectors is None and 2 * (m + m_star) * d > MAX_VECTOR_ENTRIES:

@@ -270,8 +270,8 @@ def test_simulate_refuses_t_end_below_one_step_before_computing():
     assert check_options("population-gd", lr=0.1, t_end=0.1)["steps"] == 1  # exactly one step is fine
 
 
-M_TABLE = [np.array([3]), np.array(3), [3], (3,), "3", 3.5, True, np.float64(2.5), 1e300, float("nan"), None, 3j,
-           {"m": 3}]
+M_TABLE = [np.array([3]), np.array(3), [3], (3,), "3", 3.5, True, np.float64(2.5), 1e300, 10**400, float("nan"),
+           None, 3j, {"m": 3}]
 
 
 @pytest.mark.parametrize("value", M_TABLE, ids=[repr(v) for v in M_TABLE])
@@ -301,6 +301,7 @@ FUZZ_TABLE = [
     ("model.m=inf", "model.m"), ("model.m={a=1}", "model.m"), ("model.m_star=2", "model.m_star"),
     ("model.m_star=0", "model.m_star"), ("model.d=1", "model.d"), ("model.d=1e12", "model.d"),
     ("model.d=-1", "model.d"), ("model.d=0.5", "model.d"), ("model.d=1e400", "model.d"),
+    ("model.d=1e300", "model.d"),
     ("model.gate='relu'", "model.gate"), ("model.gate=3", "model.gate"), ("model.gate=['sigmoid']", "model.gate"),
     ("model.expert='e*he3'", "model.expert"), ("model.expert='--1*he3'", "model.expert"),
     ("model.expert='he20'", "model.expert"), ("model.expert='he0'", "model.expert"), ("model.expert=3", "model.expert"),
