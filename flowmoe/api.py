@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from .backends import ExpectationBackend, model_backend
 from .errors import SolveError, SpecError
-from .init import gram_from_vectors
+from .init import gram_from_vectors, unit_rows
 from .layout import Layout
 from .ode import integrate, loss_along, terms_for, vector_field
 from .provenance import Provenance
@@ -24,12 +24,20 @@ from .typing import Gram, Norms, Times, Vectors
 def _check_vectors(V, W, V_star, W_star):
     arrays = {}
     for name, a in (("V", V), ("W", W), ("V_star", V_star), ("W_star", W_star)):
-        a = np.asarray(a, dtype=np.float64)
+        try:
+            raw = np.asarray(a)
+        except (TypeError, ValueError):
+            raise SpecError(name, "must be a 2-D array of real numbers (rows of equal length)") from None
+        if np.iscomplexobj(raw):
+            raise SpecError(name, "must be a real array (complex input is refused, not truncated)")
+        if raw.dtype.kind not in "biuf":
+            raise SpecError(name, f"must be an array of real numbers, got dtype {raw.dtype}")
+        a = raw.astype(np.float64)
         if a.ndim != 2:
             raise SpecError(name, f"must be a 2-D array (rows are vectors), got shape {a.shape}")
         if not np.all(np.isfinite(a)):
             raise SpecError(name, "must be finite (found NaN or inf)")
-        zero = np.flatnonzero(np.linalg.norm(a, axis=1) == 0)
+        zero = np.flatnonzero(~np.any(a != 0, axis=1))
         if zero.size:
             raise SpecError(name, f"rows must be non-zero vectors; zero rows: {zero.tolist()}")
         arrays[name] = a
@@ -66,8 +74,7 @@ def population_grad(V: Vectors, W: Vectors, V_star: Vectors, W_star: Vectors, ga
     fn = model_backend(model_backend_name, gate, expert, m, Vs.shape[0])
     _, A = fn.loss_and_grad(jnp.asarray(G))
     A = np.asarray(A)
-    U = np.concatenate([V, W, Vs, Ws])
-    Ubar = U / r[:, None]
+    Ubar, _ = unit_rows(np.concatenate([V, W, Vs, Ws]))
     c = np.sum(A * G, axis=1)
     grad = (A @ Ubar - c[:, None] * Ubar) / r[:, None]
     return grad[:m], grad[m:2 * m]

@@ -14,6 +14,12 @@ Accuracy (checked in ``tests/test_correlation.py`` against independent adaptive 
 tanh with 128 Chebyshev nodes, its high-order R reaching |R₇₇(±1)| ≈ 4e3):
 ≤ 1e-10 on all of [−1, 1] for p, q ≤ 7 with the defaults (90 nodes are not enough for
 R₇₇ at ρ = ±1: error 2e-10; 160 nodes: 3e-14 against a 30-digit mpmath quadrature).
+
+High orders: a table whose Chebyshev tail (last coefficients) exceeds :data:`TAIL_TOL` of its size
+is refused with a SpecError naming the expert degree it supports. With the defaults the tables of
+the sigmoid, probit and erf gates converge up to order 25 (experts up to He₁₂; the He₁₂ loss agrees
+with 4-D quadrature to 1e-13), those of tanh up to order 15 (He₇), see
+:data:`flowmoe.gates.TABLE_DEGREE_LIMITS`.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import SpecError
 from .gates import get_gate
 
 DEFAULT_CHEB_NODES = 64
 DEFAULT_QUAD_NODES = 160
 TAIL_CUTOFF = 1e-16
+TAIL_TOL = 1e-13  # a column whose Chebyshev tail exceeds this fraction of its size gets more nodes
+MAX_CHEB_NODES = 512
 
 
 def gauss_hermite_normal(n: int):
@@ -120,22 +129,66 @@ class CorrelationTable:
         return np.polynomial.chebyshev.chebval(np.asarray(rho, dtype=np.float64), self.coeffs[p, q])
 
 
+def chebyshev_tail(coeffs: np.ndarray, scale) -> float:
+    """max over rows of (largest of the last 4 Chebyshev coefficients) / ``scale`` of the row: the
+    truncation error of the interpolant relative to the size the row can have."""
+    coeffs = np.atleast_2d(coeffs)
+    return float(np.max(np.max(np.abs(coeffs[:, -4:]), axis=1) / np.asarray(scale)))
+
+
+def _natural_scale(gate, q: int, quad_nodes: int) -> np.ndarray:
+    """sqrt(E[π^{(p)}(z)²] E[π^{(q)}(z)²]) for p = 0..q, a bound on |R_{p,q}| (Cauchy–Schwarz)."""
+    z, w = normal_rule(gate.quadrature if quad_nodes is None else (gate.quadrature[0], quad_nodes, *gate.quadrature[2:]))
+    second = np.array([w @ gate.numpy_derivative(p)(z) ** 2 for p in range(q + 1)])
+    return np.sqrt(np.maximum(second * second[q], np.finfo(float).tiny))
+
+
+def _chebyshev_column(gate, q: int, n: int, quad_nodes: int) -> np.ndarray:
+    """Chebyshev coefficients (q+1, n) of R_{p,q}, p = 0..q, from values at n first-kind points."""
+    k = np.arange(n)
+    theta = np.pi * (k + 0.5) / n
+    values = _correlations(gate, list(range(q + 1)), q, np.cos(theta), quad_nodes)
+    c = (2.0 / n) * values @ np.cos(np.outer(k, theta)).T
+    c[:, 0] /= 2.0
+    return c
+
+
 @functools.lru_cache(maxsize=None)
 def correlation_table(gate_name: str, order: int, cheb_nodes: int | None = None,
                       quad_nodes: int | None = None) -> CorrelationTable:
-    """Build (once per process) the Chebyshev table of R_{p,q}, p, q ≤ ``order``."""
+    """Build (once per process) the Chebyshev table of R_{p,q}, p, q ≤ ``order``.
+
+    Each column R_{·,q} starts with the gate's ``cheb_nodes`` (or ``cheb_nodes``) and doubles them,
+    up to :data:`MAX_CHEB_NODES`, until its Chebyshev tail is below :data:`TAIL_TOL` of the bound
+    sqrt(E[π^{(p)}²] E[π^{(q)}²]) ≥ |R_{p,q}| (high orders vary faster in ρ); shorter columns are padded with zeros (the same interpolant).
+    A column that does not converge, or whose node values are not finite, raises SpecError.
+    """
     gate = get_gate(gate_name)
     quad_nodes = int(gate.quadrature[1]) if quad_nodes is None else quad_nodes
-    n = gate.cheb_nodes if cheb_nodes is None else cheb_nodes
-    # Chebyshev points of the first kind and the matching discrete cosine transform.
-    k = np.arange(n)
-    theta = np.pi * (k + 0.5) / n
-    nodes = np.cos(theta)
-    coeffs = np.zeros((order + 1, order + 1, n))
+    n0 = gate.cheb_nodes if cheb_nodes is None else cheb_nodes
+    columns = []
     for q in range(order + 1):
-        values = _correlations(gate, list(range(q + 1)), q, nodes, quad_nodes)
-        for p in range(q + 1):
-            c = (2.0 / n) * np.cos(np.outer(k, theta)) @ values[p]
-            c[0] /= 2.0
-            coeffs[p, q] = coeffs[q, p] = c
+        n = n0
+        scale = _natural_scale(gate, q, quad_nodes)
+        while True:
+            column = _chebyshev_column(gate, q, n, quad_nodes)
+            if not np.all(np.isfinite(column)):
+                raise SpecError("model.gate", f"the derivatives of gate {gate.name!r} of order {q} are not finite "
+                                              f"at the quadrature nodes, so R_{{p,{q}}} cannot be tabulated; use "
+                                              f"experts of degree K ≤ {max((q - 2) // 2, 0)} with this gate "
+                                              f"(order 2K + 1 < {q})")
+            tail = chebyshev_tail(column, scale)
+            if tail <= TAIL_TOL or 2 * n > MAX_CHEB_NODES:
+                break
+            n *= 2
+        if tail > TAIL_TOL:
+            raise SpecError("model.expert", f"the Chebyshev table of R_{{p,{q}}} for gate {gate.name!r} has not "
+                                            f"converged ({n} nodes leave a tail of {tail:.1e} of its natural size); an "
+                                            f"expert of degree K needs order 2K + 1, so use K ≤ {max((q - 2) // 2, 0)}")
+        columns.append(column)
+    n = max(c.shape[1] for c in columns)
+    coeffs = np.zeros((order + 1, order + 1, n))
+    for q, column in enumerate(columns):
+        coeffs[: q + 1, q, : column.shape[1]] = column
+        coeffs[q, : q + 1, : column.shape[1]] = column
     return CorrelationTable(gate.name, order, n, quad_nodes, coeffs)

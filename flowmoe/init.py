@@ -79,15 +79,32 @@ def sample_vectors(spec: MoESpec, seed: int | None = None):
     return V, W, V_star, W_star
 
 
+def unit_rows(U) -> tuple[np.ndarray, np.ndarray]:
+    """(U / ‖U‖ row-wise, ‖U‖) without overflow or underflow: each row is first divided by its
+    largest absolute entry, so rows of size 1e±300 give the same directions as rows of size 1.
+    A norm beyond the float64 range comes back as inf (its direction is still exact); an all-zero
+    row gives a zero norm and a NaN direction (callers refuse those first)."""
+    U = np.asarray(U, dtype=np.float64)
+    scale = np.max(np.abs(U), axis=1) if U.shape[1] else np.zeros(U.shape[0])
+    safe = np.where(scale > 0, scale, 1.0)
+    S = U / safe[:, None]
+    inner = np.linalg.norm(S, axis=1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        Ubar = S / inner[:, None]
+        norms = scale * inner
+    return Ubar, norms
+
+
 def gram_from_vectors(V, W, V_star, W_star, field: str = "vectors") -> tuple[np.ndarray, np.ndarray]:
-    """Unit-direction Gram matrix and norms of [V; W; V⋆; W⋆] (rows need not be unit)."""
+    """Unit-direction Gram matrix and norms of [V; W; V⋆; W⋆] (rows need not be unit; any scale
+    in the float64 range gives the same directions, see :func:`unit_rows`)."""
     U = np.concatenate([np.asarray(a, dtype=np.float64) for a in (V, W, V_star, W_star)])
-    norms = np.linalg.norm(U, axis=1)
     if not np.all(np.isfinite(U)):
         raise SpecError(field, "vectors must be finite (found NaN or inf)")
-    if np.any(norms == 0):
-        raise SpecError(field, f"vectors must be non-zero; zero rows: {np.flatnonzero(norms == 0).tolist()}")
-    Ubar = U / norms[:, None]
+    zero = ~np.any(U != 0, axis=1)
+    if np.any(zero):
+        raise SpecError(field, f"vectors must be non-zero; zero rows: {np.flatnonzero(zero).tolist()}")
+    Ubar, norms = unit_rows(U)
     G = Ubar @ Ubar.T
     np.fill_diagonal(G, 1.0)
     return 0.5 * (G + G.T), norms
@@ -158,17 +175,57 @@ def check_teacher_geometry(spec: MoESpec, V_star, W_star, field: str = "teacher.
 
 
 def load_vectors(spec: MoESpec):
-    """Read and check the explicit initial state named by ``init.vectors``."""
+    """Read and check the explicit initial state named by ``init.vectors``.
+
+    A missing, truncated or corrupt file, a single-array ``.npy``, missing arrays, and arrays that
+    are not real numbers (complex, strings, objects) are refused with one line naming the field.
+    """
+    import zipfile
+    import zlib
     from pathlib import Path
 
     path = Path(spec.init.vectors)
+    names = ("V", "W", "V_star", "W_star")
+    usage = "save it with np.savez(path, V=V, W=W, V_star=V_star, W_star=W_star)"
+    broken = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError, NotImplementedError)
     if not path.is_file():
         raise SpecError("init.vectors", f"no such file: {path}")
+
+    def one_line(err):
+        return " ".join(str(err).split())[:200]
+
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x93NUMPY")):
+        what = "is empty" if not magic else "is not an .npz archive (no zip signature; truncated or another format?)"
+        raise SpecError("init.vectors", f"{path} {what}; {usage}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("V", "W", "V_star", "W_star")}
-    except (KeyError, ValueError, OSError) as err:
-        raise SpecError("init.vectors", f"{path} must be an .npz with arrays V, W, V_star, W_star ({err})") from None
+        data = np.load(path, allow_pickle=False)
+    except broken as err:
+        raise SpecError("init.vectors", f"{path} is not a readable .npz file (truncated or corrupt?): "
+                                        f"{one_line(err)}; {usage}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise SpecError("init.vectors", f"{path} holds a single array, not an .npz archive of V, W, V_star, W_star; {usage}")
+    arrays = {}
+    with data:
+        missing = [k for k in names if k not in data.files]
+        if missing:
+            raise SpecError("init.vectors", f"{path} lacks the arrays {missing} (it has {sorted(data.files)}); {usage}")
+        for k in names:
+            try:
+                a = np.asarray(data[k])
+            except ValueError as err:
+                if "allow_pickle" not in str(err):
+                    raise SpecError(f"init.vectors.{k}", f"array {k} in {path} cannot be read: {one_line(err)}") from None
+                raise SpecError(f"init.vectors.{k}", "holds Python objects (pickled), which are refused; "
+                                                     "it must be an array of real numbers") from None
+            except broken as err:
+                raise SpecError(f"init.vectors.{k}", f"array {k} in {path} cannot be read (truncated or corrupt "
+                                                     f"file?): {one_line(err)}") from None
+            if a.dtype.kind not in "biuf":
+                raise SpecError(f"init.vectors.{k}", f"must hold real numbers, got dtype {a.dtype}"
+                                                     + (" (complex input is refused)" if a.dtype.kind == "c" else ""))
+            arrays[k] = a.astype(np.float64)
     shapes = {"V": (spec.m, spec.d), "W": (spec.m, spec.d), "V_star": (spec.m_star, spec.d),
               "W_star": (spec.m_star, spec.d)}
     for k, shape in shapes.items():

@@ -55,6 +55,7 @@ USES_SAMPLES = ("gd", "minibatch-sgd")
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 CHUNK = 64
 DEFAULT_SAVES = 200
+MAX_STEPS = 10**12  # beyond this the step counter and t = lr·steps stop being meaningful
 
 _OK, _NONFINITE, _NORM = 0, 1, 2
 
@@ -174,7 +175,16 @@ def check_options(method, lr, steps=None, t_end=None, batch=None, n=None, seed=0
     if steps is not None:
         steps = _int(steps, "steps", 1)
     else:
-        steps = max(1, int(round(_float(t_end, "t_end", positive=True) / lr)))
+        t_end = _float(t_end, "t_end", positive=True)
+        if t_end < lr:
+            raise SpecError("t_end", f"t_end = {t_end:g} is shorter than one step (lr = {lr:g}); give "
+                                     "t_end ≥ lr (steps = round(t_end / lr)) or steps directly")
+        ratio = t_end / lr
+        if not ratio <= MAX_STEPS:
+            raise SpecError("t_end", f"t_end / lr = {ratio:.3g} steps; at most {MAX_STEPS:.0e} steps are allowed")
+        steps = int(round(ratio))
+    if steps > MAX_STEPS:
+        raise SpecError("steps", f"must be ≤ {MAX_STEPS:.0e}, got {steps}")
     if method in USES_BATCH:
         if batch is None:
             raise SpecError("batch", f"method {method!r} needs a batch size (an integer ≥ 1)")
@@ -190,13 +200,13 @@ def check_options(method, lr, steps=None, t_end=None, batch=None, n=None, seed=0
     elif n is not None:
         raise SpecError("n", f"is only used by methods {list(USES_SAMPLES)}, not {method!r}")
     seed = _int(seed, "seed", 0)
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise SpecError("dtype", f"got {dtype!r}; allowed: {list(DTYPES)}")
     if save_every is None:
         save_every = max(1, steps // DEFAULT_SAVES)
     save_every = _int(save_every, "save_every", 1)
     if max_norm_growth is not None:
-        max_norm_growth = float(max_norm_growth)
+        max_norm_growth = _float(max_norm_growth, "max_norm_growth")
         if not max_norm_growth > 1:
             raise SpecError("max_norm_growth", f"must be > 1 (or None for no limit), got {max_norm_growth}")
     return dict(method=method, lr=lr, steps=steps, batch=batch, n=n, seed=seed, dtype=dtype,
@@ -210,7 +220,7 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     """Train the student (V, W) against the teacher (V⋆, W⋆) by finite steps in R^d.
 
     ``method`` is one of :data:`METHODS`; ``lr`` the step η; give ``steps`` or a flow time
-    ``t_end`` (steps = round(t_end/η)). ``batch`` (online-sgd, minibatch-sgd) and ``n`` (gd,
+    ``t_end`` ≥ η (steps = round(t_end/η); a t_end shorter than one step is refused). ``batch`` (online-sgd, minibatch-sgd) and ``n`` (gd,
     minibatch-sgd) as the method needs; ``seed`` fixes every random draw (the fixed samples,
     the online batches, the permutations). A save every ``save_every`` steps (default: about
     200 saves) and at the last step; saved times t = η × steps. ``dtype="float32"`` runs the

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecError
-from .gates import GATES, get_expert, get_gate
+from .gates import GATES, check_expert_degree, get_expert, get_gate
 
 TEACHER_GEOMETRIES = ("orthonormal", "routers-orthonormal", "experts-orthonormal", "gram")
 ROUTER_INITS = ("orthogonal", "plain")
@@ -30,9 +30,12 @@ SCIPY_METHODS = ("DOP853", "RK45", "Radau", "LSODA")
 NORM_MODES = ("fixed", "state")
 STATES = ("factor", "gram")
 SPACINGS = ("linear", "log")
+MAX_EXPERTS = 10_000  # m and m⋆: the Gram matrix has (2(m + m⋆))² entries
+MAX_DIMENSION = 10**15  # integers stay exact in float64 (the Gram sampler draws χ²(d − k))
+MAX_VECTOR_ENTRIES = 200_000_000  # 2(m + m⋆)·d float64 numbers (1.6 GB) for init.sampler = "vectors"
 
 
-def _int(value, name: str, minimum: int) -> int:
+def _int(value, name: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
         isinstance(value, float) and value.is_integer()
     ):
@@ -40,14 +43,26 @@ def _int(value, name: str, minimum: int) -> int:
     value = int(value)
     if value < minimum:
         raise SpecError(name, f"must be an integer ≥ {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SpecError(name, f"must be an integer ≤ {maximum:.3g}, got {_show(value)}")
     return value
 
 
+def _show(value) -> str:
+    """A short form of a possibly huge integer (no OverflowError for ints beyond float range)."""
+    try:
+        return f"{value:.3g}"
+    except (OverflowError, ValueError):
+        return "an integer beyond the float64 range"
+
+
 def _float(value, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0 or np.iscomplexobj(value):
+        raise SpecError(name, f"must be a real number, got {value!r}")
     try:
         value = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(name, f"must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise SpecError(name, f"must be a real number, got {value!r}") from None
     if not math.isfinite(value):
         raise SpecError(name, f"must be finite, got {value}")
     if positive and value <= 0:
@@ -58,7 +73,7 @@ def _float(value, name: str, *, positive: bool = False, nonneg: bool = False) ->
 
 
 def _choice(value, name: str, allowed) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise SpecError(name, f"got {value!r}; allowed: {list(allowed)}")
     return value
 
@@ -128,9 +143,16 @@ class MoESpec:
     init: InitSpec = field(default_factory=InitSpec)
 
     def __post_init__(self):
-        m = _int(self.m, "model.m", 1)
-        m_star = _int(self.m_star, "model.m_star", 1)
-        d = _int(self.d, "model.d", 1)
+        m = _int(self.m, "model.m", 1, MAX_EXPERTS)
+        m_star = _int(self.m_star, "model.m_star", 1, MAX_EXPERTS)
+        d = _int(self.d, "model.d", 1, MAX_DIMENSION)
+        if not isinstance(self.init, InitSpec) or not isinstance(self.teacher, TeacherSpec):
+            raise SpecError("model", "teacher and init must be TeacherSpec and InitSpec objects")
+        if self.init.sampler == "vectors" and self.init.vectors is None and 2 * (m + m_star) * d > MAX_VECTOR_ENTRIES:
+            raise SpecError("model.d", f"d = {d:.3g} is too large for init.sampler = 'vectors' (it would store "
+                                       f"2(m + m⋆)·d = {2 * (m + m_star) * d:.3g} numbers, limit "
+                                       f"{MAX_VECTOR_ENTRIES:.0e}); use init.sampler = \"gram\", whose cost does "
+                                       "not depend on d")
         if m_star >= m:
             raise SpecError("model.m_star", f"the teacher must have fewer experts than the student "
                                             f"(m⋆ < m); got m⋆ = {m_star}, m = {m}")
@@ -140,6 +162,7 @@ class MoESpec:
             raise SpecError("model.d", f"teacher geometry {self.teacher.geometry!r} needs d ≥ m⋆ = {m_star}")
         get_gate(self.gate, "model.gate")
         expert = get_expert(self.expert, "model.expert")
+        check_expert_degree(self.gate, expert, "model.expert")
         from .backends import check_backend_name
 
         check_backend_name(self.backend, "model.backend")
@@ -323,7 +346,12 @@ def load_config(path) -> RunSpec:
     if not path.is_file():
         raise SpecError("config", f"no such file: {path}")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpecError("config", f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                                  "save the TOML file as UTF-8") from None
+    except OSError as err:
+        raise SpecError("config", f"cannot read {path}: {err.strerror or err}") from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError("config", f"{path} is not valid TOML: {err}") from None
     return RunSpec.from_dict(data, name=data.get("name", path.stem))

@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import importlib
 
+import numpy as np
+
 from ..errors import SpecError
-from ..gates import get_expert, get_gate
+from ..gates import check_expert_degree, get_expert, get_gate
 from ..layout import Layout
 from .base import ExpectationBackend
 
@@ -64,11 +66,30 @@ def _cached(name, gate_name, expert_name, layout, options):
 
 
 def model_backend(name, gate, expert, m: int, m_star: int, options: dict | None = None) -> ExpectationBackend:
-    """The expectation backend ``name`` (``"pair"``, a registered name, or ``"module:Factory"``)."""
+    """The expectation backend ``name`` (``"pair"``, a registered name, or ``"module:Factory"``) of a
+    structure; gate and expert by name or object, options as in the spec's ``[backend]`` table."""
     if isinstance(name, ExpectationBackend):
         return name
     gate, expert = get_gate(gate, "gate"), get_expert(expert, "expert")
-    return make_backend(name, gate, expert, Layout(int(m), int(m_star)), **(options or {}))
+    check_expert_degree(gate, expert, "expert")
+    options = {} if options is None else options
+    if not isinstance(options, dict):
+        raise SpecError("backend", f"must be a table of options, got {options!r}")
+    for key, value in options.items():
+        if not isinstance(key, str):
+            raise SpecError("backend", f"option names must be strings, got {key!r}")
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            raise SpecError(f"backend.{key}", f"must be a number, a string or a boolean, got {value!r}")
+    return make_backend(name, gate, expert, Layout(_count(m, "m"), _count(m_star, "m_star")), **options)
+
+
+def _count(value, field: str) -> int:
+    """A positive integer (numpy integers and integral floats accepted), else a SpecError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise SpecError(field, f"must be a positive integer, got {value!r}")
+    if not float(value).is_integer() or value < 1:
+        raise SpecError(field, f"must be a positive integer, got {value!r}")
+    return int(value)
 
 
 
