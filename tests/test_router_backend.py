@@ -293,3 +293,37 @@ def test_teacher_gate_can_differ():
     fs = np.sum(_np_weights("sigmoid", X @ unit(Vs).T) * he3(X @ unit(Ws).T), axis=1)
     ref = 0.5 * np.sum(wt * (f - fs) ** 2)
     assert abs(got - ref) / ref < 1e-4
+
+
+# --- spec ----------------------------------------------------------------------------------------
+
+def test_spec_softmax_temperature_and_router_backend():
+    from flowmoe.spec import RunSpec
+
+    spec = flowmoe.load_preset("softmax-small").with_overrides(["model.temperature=0.5", "backend.points=1024"])
+    assert spec.model.gate == "softmax(tau=0.5)" and spec.model.temperature == 0.5
+    assert RunSpec.from_dict(spec.to_dict()).model == spec.model  # round trip through the saved form
+    be = spec.backend()
+    assert isinstance(be, RouterBackend) and be.points == 1024 and be.gate.name == "softmax(tau=0.5)"
+
+
+@pytest.mark.parametrize("overrides,field", [
+    (["model.backend=pair"], "model.gate"),                       # a coupled gate with the pair engine
+    (["model.gate=sigmoid", "model.temperature=0.5"], "model.temperature"),
+    (["model.temperature=0"], "model.temperature"),
+    (["backend.points=1000"], "backend.points"),
+])
+def test_spec_errors_name_the_field(overrides, field):
+    with pytest.raises(flowmoe.SpecError) as err:
+        flowmoe.load_preset("softmax-small").with_overrides(overrides).backend()
+    assert err.value.field == field and "\n" not in str(err.value)
+
+
+def test_simulator_model_uses_the_coupled_gate():
+    """The R^d model's output with a softmax gate is Σ softmax(V̄x)_i He₃(w̄_iᵀx) (numpy, here)."""
+    V, W, Vs, Ws = _r3_vectors(3, 1, seed=1)
+    X = np.random.default_rng(0).standard_normal((7, 3))
+    got = np.asarray(moe_model("softmax", "he3").output(jnp.asarray(V), jnp.asarray(W), jnp.asarray(X)))
+    zv = X @ (V / np.linalg.norm(V, axis=1, keepdims=True)).T
+    zw = X @ (W / np.linalg.norm(W, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(got, np.sum(_np_weights("softmax", zv) * (zw**3 - 3 * zw), axis=1), rtol=1e-12)
