@@ -71,14 +71,20 @@ class MoEModel:
 
     def population_loss(self, V, W, V_star, W_star):
         """Exact ½E[(f − f⋆)²] from the Gram matrix of the unit directions (docs/maths.md §3)."""
-        if self.gate.coupled:
-            from .backends import make_backend
-            from .layout import Layout
-
-            fn = make_backend("router", self.gate, self.expert, Layout(V.shape[0], V_star.shape[0]))
-        else:
-            fn = gram_loss(self.gate, self.expert, V.shape[0], V_star.shape[0])
+        fn = population_backend(self.gate, self.expert, V.shape[0], V_star.shape[0])
         return fn.loss(gram_of(V, W, V_star, W_star))
+
+
+def population_backend(gate, expert, m: int, m_star: int):
+    """The backend of the population loss: the exact pair engine for per-expert gates, the
+    router-space backend (default options) for coupled gates (softmax, normalised sigmoid)."""
+    gate = get_gate(gate, "gate")
+    if not gate.coupled:
+        return gram_loss(gate, expert, m, m_star)
+    from .backends import make_backend
+    from .layout import Layout
+
+    return make_backend("router", gate, expert, Layout(int(m), int(m_star)))
 
 
 
