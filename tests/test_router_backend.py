@@ -327,3 +327,34 @@ def test_simulator_model_uses_the_coupled_gate():
     zv = X @ (V / np.linalg.norm(V, axis=1, keepdims=True)).T
     zw = X @ (W / np.linalg.norm(W, axis=1, keepdims=True)).T
     np.testing.assert_allclose(got, np.sum(_np_weights("softmax", zv) * (zw**3 - 3 * zw), axis=1), rtol=1e-12)
+
+
+# --- the gradient flow of the surrogate ------------------------------------------------------------
+
+def _softmax_flow(points, t_end, n_save, rtol):
+    spec = flowmoe.load_preset("softmax-small")
+    V, W, Vs, Ws = sample_vectors(spec.model)
+    ts = np.linspace(0.0, t_end, n_save)
+    return flowmoe.gradient_flow(V, W, Vs, Ws, ts, gate="softmax", model_backend_name="router",
+                                 backend_options={"points": points}, rtol=rtol, atol=rtol * 1e-2)
+
+
+def _check_descent(tr):
+    """L̂ is a Lyapunov function of its own gradient flow: it decreases at every saved time
+    (up to the integrator's tolerance), and the experts really moved."""
+    assert np.all(np.isfinite(tr.loss))
+    assert np.all(np.diff(tr.loss) <= 1e-8 * abs(tr.loss[0])), np.diff(tr.loss).max()
+    assert tr.loss[-1] < tr.loss[0]
+    assert np.abs(tr.gram[-1] - tr.gram[0]).max() > 1e-2
+    info = tr.provenance.model["backend"]
+    assert info["name"] == "router" and info["points"] > 0 and "error_estimate" in info
+
+
+@pytest.mark.slow  # minutes: the solver's compile of the unrolled Taylor arithmetic dominates
+def test_softmax_small_gradient_flow_decreases_the_surrogate():
+    _check_descent(_softmax_flow(points=2**10, t_end=50.0, n_save=11, rtol=1e-5))
+
+
+@pytest.mark.slow
+def test_softmax_small_gradient_flow_default_points():
+    _check_descent(_softmax_flow(points=2**14, t_end=50.0, n_save=26, rtol=1e-6))
