@@ -65,8 +65,62 @@ class Gate:
         that the kernel's correlation tables are built from."""
         return _jax_of(self.formula)
 
+    coupled = False  # a per-expert gate: g_i = π(r_i) (see CoupledGate)
+
+    def weights(self, r):
+        """g_i = π(r_i) elementwise (JAX): the common interface with :class:`CoupledGate`."""
+        return self.jax_fn()(r)
+
     def convention(self) -> dict:
         return {"name": self.name, "formula": str(self.formula), "description": self.description}
+
+
+@dataclass(frozen=True)
+class CoupledGate:
+    """Weights coupled across the experts of one model: g_i(r) = φ(r_i) / Σ_j φ(r_j).
+
+    ``numerator`` is φ as a :class:`Gate` (a sympy formula). ``softmax`` with temperature τ is
+    φ(z) = exp(z/τ) (``shift``: the weights are invariant to a common shift of the logits, so the
+    largest field is subtracted before exponentiating); ``normalized-sigmoid`` (DeepSeek-V3) is
+    φ = logistic sigmoid. The normalisation runs over the routers of one model (the student's m,
+    or the teacher's m⋆), so these gates need the router-space backend (``model.backend =
+    "router"``); the exact pair engine handles independent per-expert gates only.
+    """
+
+    name: str
+    numerator: Gate
+    description: str
+    shift: bool = False
+    coupled = True
+
+    def weights(self, r):
+        """g(r) along the last axis (JAX), the same definition the router backend integrates."""
+        import jax
+        import jax.numpy as jnp
+
+        if self.shift:
+            r = r - jax.lax.stop_gradient(jnp.max(r, axis=-1, keepdims=True))
+        num = self.numerator.jax_fn()(r)
+        return num / jnp.sum(num, axis=-1, keepdims=True)
+
+    def convention(self) -> dict:
+        return {"name": self.name, "formula": f"({self.numerator.formula})(r_i) / sum_j ({self.numerator.formula})(r_j)",
+                "description": self.description, "coupled": True}
+
+
+def softmax_gate(temperature: float = 1.0) -> CoupledGate:
+    """The softmax gate with temperature τ, g_i = exp(r_i/τ) / Σ_j exp(r_j/τ) (registered)."""
+    tau = float(temperature)
+    if not (np.isfinite(tau) and tau > 0):
+        raise SpecError("model.temperature", f"must be a finite number > 0, got {temperature!r}")
+    name = "softmax" if tau == 1.0 else f"softmax(tau={tau!r})"
+    formula = sp.exp(Z) if tau == 1.0 else sp.exp(Z / sp.Float(tau, 17))
+    gate = CoupledGate(name, Gate(f"exp-{tau!r}", formula, f"exp(z/{tau!r})"),
+                       f"softmax over one model's routers, temperature {tau!r}", shift=True)
+    return register_gate(gate)
+
+
+_SOFTMAX_NAME = re.compile(r"^softmax\(tau=([0-9.eE+-]+)\)$")
 
 
 GATES = {
@@ -76,6 +130,8 @@ GATES = {
     "tanh": Gate("tanh", sp.tanh(Z), "tanh(z)", ("legendre", 300, 12.0), 128),
     "identity": Gate("identity", Z, "identity (linear gate) z"),
 }
+GATES["normalized-sigmoid"] = CoupledGate("normalized-sigmoid", GATES["sigmoid"],
+                                          "normalised sigmoid sigma(r_i) / sum_j sigma(r_j) (DeepSeek-V3)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,10 +190,18 @@ def register_gate(gate: Gate) -> Gate:
     return gate
 
 
+softmax_gate(1.0)
+
+
 def get_gate(name, field: str = "model.gate") -> Gate:
     """The registered gate of this name (a :class:`Gate` object is registered on first use)."""
-    if isinstance(name, Gate):
+    if isinstance(name, (Gate, CoupledGate)):
         return register_gate(name)
+    if isinstance(name, str) and name not in GATES and _SOFTMAX_NAME.match(name):
+        try:
+            return softmax_gate(float(_SOFTMAX_NAME.match(name).group(1)))
+        except ValueError:
+            pass
     if not isinstance(name, str) or name not in GATES:
         raise SpecError(field, f"unknown gate {name!r}; allowed: {sorted(GATES)}")
     return GATES[name]

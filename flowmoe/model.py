@@ -10,7 +10,8 @@ teacher has the same form with its vectors V⋆, W⋆. Rows of V, W are the raw 
   per-sample gradient is ∇_v f = ‖v‖⁻¹ (I − v̄v̄ᵀ) x π′(v̄ᵀx) P(w̄ᵀx) (and likewise for w), which is
   orthogonal to v: a finite step can only make ‖v‖ grow.
 - :meth:`MoEModel.population_loss` is the exact L = ½E[(f − f⋆)²] through the Gram matrix of the
-  unit directions (:mod:`flowmoe.kernel`), as a function of the raw vectors, so that its autodiff
+  unit directions (:mod:`flowmoe.kernel`; for coupled gates the router-space surrogate of
+  :mod:`flowmoe.backends.router`), as a function of the raw vectors, so that its autodiff
   gradient is the exact population gradient (the one :func:`flowmoe.population_grad` returns).
 """
 
@@ -54,10 +55,14 @@ class MoEModel:
         return self.expert.jax_fn()
 
     def output(self, V, W, X):
-        """f(x_b) for each row x_b of X: Σ_i π(v̄_iᵀx_b) P(w̄_iᵀx_b), shape (B,)."""
+        """f(x_b) for each row x_b of X: Σ_i g_i(V̄x_b) P(w̄_iᵀx_b), shape (B,).
+
+        g_i = π(v̄_iᵀx) for a per-expert gate; for a coupled gate (softmax, normalised sigmoid)
+        g = ``gate.weights`` over this model's routers, the definition the router backend integrates.
+        """
         zv = X @ unit_rows(V).T
         zw = X @ unit_rows(W).T
-        return jnp.sum(self._pi(zv) * self._P(zw), axis=1)
+        return jnp.sum(self.gate.weights(zv) * self._P(zw), axis=1)
 
     def batch_loss(self, V, W, X, y):
         """½ mean_b (f(x_b) − y_b)² (an unbiased estimate of L when x_b ~ N(0, I_d), y = f⋆(x))."""
@@ -66,8 +71,20 @@ class MoEModel:
 
     def population_loss(self, V, W, V_star, W_star):
         """Exact ½E[(f − f⋆)²] from the Gram matrix of the unit directions (docs/maths.md §3)."""
-        fn = gram_loss(self.gate, self.expert, V.shape[0], V_star.shape[0])
+        fn = population_backend(self.gate, self.expert, V.shape[0], V_star.shape[0])
         return fn.loss(gram_of(V, W, V_star, W_star))
+
+
+def population_backend(gate, expert, m: int, m_star: int):
+    """The backend of the population loss: the exact pair engine for per-expert gates, the
+    router-space backend (default options) for coupled gates (softmax, normalised sigmoid)."""
+    gate = get_gate(gate, "gate")
+    if not gate.coupled:
+        return gram_loss(gate, expert, m, m_star)
+    from .backends import make_backend
+    from .layout import Layout
+
+    return make_backend("router", gate, expert, Layout(int(m), int(m_star)))
 
 
 

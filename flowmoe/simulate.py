@@ -41,9 +41,8 @@ import numpy as np
 from .data import InputDistribution, StandardGaussian
 from .errors import SolveError, SpecError
 from .gates import get_expert, get_gate
-from .backends.pair import gram_loss
 from .layout import Layout
-from .model import MoEModel, gram_of, moe_model
+from .model import MoEModel, gram_of, moe_model, population_backend
 from .ode import loss_along
 from .provenance import Provenance
 from .spec import _float, _int
@@ -302,7 +301,7 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
 
     ks = np.concatenate(ks)
     gram = np.concatenate(grams)
-    loss = loss_along(gram_loss(gate_obj, expert_obj, m, m_star), gram)
+    loss = loss_along(population_backend(gate_obj, expert_obj, m, m_star), gram)
     samples = {"population-gd": 0, "online-sgd": B, "gd": n_fixed, "minibatch-sgd": B}[method]
     sim = {"method": method, "lr": opts["lr"], "batch": opts["batch"], "n": opts["n"], "seed": opts["seed"],
            "steps": int(ks[-1]), "steps_requested": steps, "save_every": every, "dtype": opts["dtype"],

@@ -139,6 +139,7 @@ class MoESpec:
     gate: str = "sigmoid"
     expert: str = "he3"
     backend: str = "pair"
+    temperature: float = 1.0  # softmax gate only: g_i = exp(r_i/τ) / Σ_j exp(r_j/τ)
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     init: InitSpec = field(default_factory=InitSpec)
 
@@ -160,7 +161,7 @@ class MoESpec:
             raise SpecError("model.d", f"an orthonormal teacher needs d ≥ 2m⋆ = {2 * m_star}, got d = {d}")
         if self.teacher.geometry in ("routers-orthonormal", "experts-orthonormal") and d < m_star:
             raise SpecError("model.d", f"teacher geometry {self.teacher.geometry!r} needs d ≥ m⋆ = {m_star}")
-        get_gate(self.gate, "model.gate")
+        gate = _coupled_gate(self.gate, self.temperature, self.backend)
         expert = get_expert(self.expert, "model.expert")
         check_expert_degree(self.gate, expert, "model.expert")
         from .backends import check_backend_name
@@ -182,10 +183,29 @@ class MoESpec:
         object.__setattr__(self, "m_star", m_star)
         object.__setattr__(self, "d", d)
         object.__setattr__(self, "expert", expert.name)
+        object.__setattr__(self, "gate", gate.name)
+        object.__setattr__(self, "temperature", _float(self.temperature, "model.temperature", positive=True))
 
     @property
     def n_dirs(self) -> int:
         return 2 * (self.m + self.m_star)
+
+
+def _coupled_gate(name, temperature, backend):
+    """The gate of model.gate with model.temperature applied (softmax only); coupled gates
+    (softmax, normalised sigmoid) need a backend other than the pair engine."""
+    from .gates import softmax_gate
+
+    gate = get_gate(name, "model.gate")
+    tau = _float(temperature, "model.temperature", positive=True)
+    if tau != 1.0:
+        if not gate.name.startswith("softmax"):
+            raise SpecError("model.temperature", f"only the softmax gate has a temperature; model.gate is {gate.name!r}")
+        gate = softmax_gate(tau)
+    if getattr(gate, "coupled", False) and backend == "pair":
+        raise SpecError("model.gate", f"{gate.name!r} couples the experts through a normalisation; the exact pair "
+                                      "engine handles independent per-expert gates only: set model.backend = 'router'")
+    return gate
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, field, capsys, monkeypatch, 
         raise AssertionError("the CLI started a run on bad input")
 
     monkeypatch.setattr(flowmoe.run, "run_job", no_solve)
-    monkeypatch.setattr(flowmoe.run, "flow_from_gram", no_solve)
+    monkeypatch.setattr(flowmoe.run, "integrate_spec", no_solve)
     monkeypatch.chdir(tmp_path)
     code = flowmoe.cli.main(argv)
     captured = capsys.readouterr()

@@ -1,7 +1,8 @@
 """Expectation backends and their registry.
 
 ``make_backend(name, gate, expert, layout, **options)`` returns the (cached) backend of one model
-structure. Built in: ``"pair"`` (the exact pair engine). A new backend is registered with
+structure. Built in: ``"pair"`` (the exact pair engine) and ``"router"`` (router-space quadrature, for
+coupled gates such as softmax). A new backend is registered with
 :func:`register_backend` (a factory ``(gate, expert, layout, **options) -> ExpectationBackend``)
 or named in a spec by import path, ``model.backend = "package.module:Factory"``; nothing else in
 flowmoe changes.
@@ -98,10 +99,24 @@ def _pair(gate, expert, layout, **options):
 
     if options:
         raise SpecError("backend", f"the pair backend takes no options, got {sorted(options)}")
+    if getattr(gate, "coupled", False):
+        raise SpecError("model.gate", f"{gate.name!r} couples the experts through a normalisation; the exact pair "
+                                      "engine handles independent per-expert gates only: use model.backend = 'router'")
     return PairBackend(gate, expert, layout)
 
 
+def _router(gate, expert, layout, **options):
+    from .router import RouterBackend
+
+    allowed = {"points", "scrambles", "seed", "teacher_gate", "jitter"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise SpecError(f"backend.{unknown[0]}", f"unknown option of the router backend; allowed: {sorted(allowed)}")
+    return RouterBackend(gate, expert, layout, **options)
+
+
 register_backend("pair", _pair)
+register_backend("router", _router)
 
 __all__ = ["ExpectationBackend", "make_backend", "register_backend", "backend_names", "check_backend_name",
            "model_backend"]
