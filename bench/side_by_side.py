@@ -44,8 +44,8 @@ print(json.dumps({"import_s": t1 - t0, "first_s": t2 - t1, "second_s": t3 - t2, 
 
 def child(tree: Path, m: int, m_star: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, "-c", CHILD, str(m), str(m_star)], env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, str(m), str(m_star)], env=env, cwd=tree,
+                         capture_output=True, text=True, check=True)
     rec = json.loads(out.stdout.strip().splitlines()[-1])
     if not rec["file"].startswith(str(tree)):
         raise SystemExit(f"child imported {rec['file']}, not the checkout {tree}")

@@ -93,8 +93,11 @@ def test_batch_loss_and_gradient_through_normalisation(rng):
         assert np.max(np.abs(np.sum(g * A, axis=1))) < 1e-12 * np.abs(g).max() * np.abs(A).max() * d
 
 
-@pytest.mark.parametrize("method,kw", [("population-gd", {}), ("online-sgd", {"batch": 64}),
-                                       ("gd", {"n": 200}), ("minibatch-sgd", {"n": 200, "batch": 32})])
+METHOD_CASES = [("population-gd", {}), ("online-sgd", {"batch": 64}), ("gd", {"n": 200}),
+                ("minibatch-sgd", {"n": 200, "batch": 32})]
+
+
+@pytest.mark.parametrize("method,kw", METHOD_CASES)
 def test_norms_never_shrink_and_time_map(rng, method, kw):
     """Every gradient is orthogonal to its vector, so ‖u − lr·g‖ ≥ ‖u‖ at every step (to
     rounding); saved times are t = lr × steps; teacher rows unchanged; the result is a
@@ -280,8 +283,14 @@ def test_bad_vectors_are_rejected(rng):
         flowmoe.simulate(V * np.nan, W, Vs, Ws, method="population-gd", steps=1)
 
 
-def test_methods_listed():
-    assert METHODS == ("population-gd", "online-sgd", "gd", "minibatch-sgd")
+def test_every_listed_method_is_exercised_and_an_unknown_one_refused():
+    # The norm and time-map test above runs each method; a method added to METHODS without a case
+    # there fails here.
+    assert sorted(METHODS) == sorted(m for m, _ in METHOD_CASES)
+    V = np.ones((2, 4))
+    with pytest.raises(SpecError) as info:
+        flowmoe.simulate(V, V, V[:1], V[:1], method="adam", steps=1)
+    assert info.value.field == "method" and all(m in str(info.value) for m in METHODS)
 
 
 def test_projected_population_gd_keeps_norms_and_converges_to_the_flow():
