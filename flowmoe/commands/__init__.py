@@ -51,7 +51,8 @@ def default_out(kind: str, name: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowmoe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="flowmoe", description="Exact gradient-flow dynamics of mixture-of-experts "
+                                     "models: derive, integrate, check against training, verify, draw.")
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"flowmoe {__version__}")
