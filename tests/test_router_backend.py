@@ -259,6 +259,7 @@ def test_permutation_of_students():
 
 # --- options, errors and provenance ------------------------------------------------------------
 
+@pytest.mark.long  # ≈ 70 s: the error estimate at the reference state compiles several scrambles
 def test_describe_records_points_scrambles_seed_and_error():
     be = make_backend("router", "softmax", "he3", Layout(2, 1), points=2**10, scrambles=3, seed=4)
     info = be.describe()
