@@ -158,7 +158,9 @@ def solver_spec(solver: SolverSpec | None = None, **options) -> SolverSpec:
 
 def ode_provenance(backend: ExpectationBackend, vf, solver: SolverSpec) -> Provenance:
     gate, expert = getattr(backend, "gate", None), getattr(backend, "expert", None)
-    model = {"backend": backend.describe()}
+    # The registered name and options that built the backend are kept beside its own description, so
+    # that vector_field_of can rebuild exactly this backend from a saved trajectory.
+    model = {"backend": {**backend.describe(), **getattr(backend, "build", {})}}
     if gate is not None:
         model["gate"] = gate.convention()
     if expert is not None:

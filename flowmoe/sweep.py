@@ -95,7 +95,7 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
                 for key in stats:
                     stats[key] += info.get(key, 0)
                 first = 0 if k == 0 else 1
-                kept = [i for i in range(first, len(pts)) if i in set(keep.tolist())]
+                kept = sorted(set(range(first, len(pts))) & set(keep.tolist()))
                 if kept:  # the saved times this chunk reached before it stopped
                     grams.append(np.asarray(pg)[kept])
                     norms.append(np.asarray(pr)[kept])

@@ -140,3 +140,37 @@ def test_terms_compose_as_a_multiterm():
     np.testing.assert_allclose(np.asarray(parts[0][1] + parts[1][1]), np.asarray(dr), atol=1e-14)
     # the drift term alone: zero direction velocity, positive norm growth of the students only
     assert np.abs(np.asarray(parts[1][0])).max() == 0 and np.all(np.asarray(parts[1][1])[:4] > 0)
+
+
+class ScaledConstantGateBackend(ConstantGateBackend):
+    """The toy backend with an option: L multiplied by ``scale``."""
+
+    def __init__(self, gate, expert, layout, scale=1.0):
+        super().__init__(gate, expert, layout)
+        self.scale = float(scale)
+
+    def loss(self, G):
+        return self.scale * super().loss(G)
+
+    def describe(self):
+        return {"name": "toy-scaled", "exact": True}
+
+    @property
+    def key(self):
+        return ("toy-scaled", self.layout, self.scale)
+
+
+register_backend("toy-scaled", ScaledConstantGateBackend)
+
+
+def test_a_trajectory_rebuilds_its_backend_with_the_options_that_made_it():
+    from flowmoe.api import vector_field_of
+
+    V, W, Vs, Ws = _start()
+    G0, r0 = flowmoe.init.gram_from_vectors(V, W, Vs, Ws)
+    ts = np.linspace(0.0, 2.0, 5)
+    traj = flowmoe.flow_from_gram(G0, r0, 3, 1, ts, gate="toy-half", model_backend_name="toy-scaled",
+                                  backend_options={"scale": 3.0})
+    vf, _solver = vector_field_of(traj)
+    assert vf.backend.scale == 3.0  # not the factory's default 1.0
+    np.testing.assert_allclose(float(vf.backend.loss(G0)), traj.loss[0], rtol=1e-14)

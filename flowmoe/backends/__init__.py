@@ -63,6 +63,7 @@ def _cached(name, gate_name, expert_name, layout, options):
     backend = _factory(name)(get_gate(gate_name), get_expert(expert_name), layout, **dict(options))
     if not isinstance(backend, ExpectationBackend):
         raise SpecError("model.backend", f"{name!r} did not build an ExpectationBackend (got {type(backend).__name__})")
+    backend.build = {"name": name, "options": dict(options)}  # what rebuilds it (see flowmoe.api.vector_field_of)
     return backend
 
 
