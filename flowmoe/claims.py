@@ -71,6 +71,7 @@ class Claim:
     fn: Callable
     description: str = ""
     scope: str = "run"
+    matching: str = ""  # which student–teacher matching it uses; PHASES: that of the runs' phase reports
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
@@ -96,10 +97,16 @@ class Claim:
             return Verdict(float("nan"), f"claim returned {out!r}, not a number or Verdict")
 
 
-def claim(name: str | None = None, *, description: str = "", scope: str = "run"):
-    """Decorator: turn ``fn(run) -> margin`` into a :class:`Claim` (name defaults to the function's)."""
+PHASES = "phases"  # Claim.matching: the matching of the phase report (PhaseOptions.matching)
+
+
+def claim(name: str | None = None, *, description: str = "", scope: str = "run", matching: str = ""):
+    """Decorator: turn ``fn(run) -> margin`` into a :class:`Claim` (name defaults to the function's).
+
+    ``matching`` says which student–teacher matching the claim uses, for the verify table
+    (:data:`PHASES` if it reads the per-pair numbers of ``run.phases``)."""
     def wrap(fn):
-        return Claim(name or fn.__name__, fn, description or (fn.__doc__ or "").strip(), scope)
+        return Claim(name or fn.__name__, fn, description or (fn.__doc__ or "").strip(), scope, matching)
     return wrap
 
 
@@ -109,7 +116,7 @@ def negate(c: Claim, name: str | None = None, description: str | None = None) ->
         v = c.evaluate(target)
         return Verdict(-v.margin, v.detail)
     return Claim(name or f"not ({c.name})", fn, description if description is not None else
-                 f"negation of '{c.name}' (margin = −its margin)", c.scope)
+                 f"negation of '{c.name}' (margin = −its margin)", c.scope, c.matching)
 
 
 # Built-in claims of the paper ---------------------------------------------------------------
@@ -195,7 +202,7 @@ def phase2_bound(c_max: float = 1.0) -> Claim:
         return Verdict(margin, f"C = {C:.3g} (final {p2['final_constant']:.3g}); ε_A = {p2['eps_A_proxy']}, "
                                f"δ_P = {p2['delta_P_proxy']} = {p2['delta_P']:.3g} (our proxies)")
     return Claim("phase2-bound", fn, f"error terms ≤ {c_max:g}·(m ε_A² + m² δ_P √d) in phase 2; "
-                                     "margin log10(c_max / smallest constant)")
+                                     "margin log10(c_max / smallest constant)", matching=PHASES)
 
 
 def pruned_loss(tol: float = 1e-10) -> Claim:
@@ -218,14 +225,18 @@ def pruned_loss(tol: float = 1e-10) -> Claim:
         return Verdict(margin, f"loss {pr['loss_before']:.3g} → {pr['loss_after_prune']:.3g} (pruned) → "
                                f"{final:.3g} after t = {pr['t_end']:g}"
                                + (f"; teachers below threshold at pruning: {below}" if below else ""))
-    return Claim("pruned-loss", fn, f"after oracle pruning, fine-tuned loss < {tol:g}; margin log10(tol / loss)")
+    return Claim("pruned-loss", fn, f"after oracle pruning, fine-tuned loss < {tol:g}; margin log10(tol / loss)",
+                 matching="oracle pruning (greedy on the final overlaps)")
 
 
-PHASE1 = Claim("phase1", phase1, "matched pairs reach the threshold by T1 <= Tc; margin min(peak − thr, (Tc − T1)/t_end)")
+PHASE1 = Claim("phase1", phase1, "matched pairs reach the threshold by T1 <= Tc; margin min(peak − thr, (Tc − T1)/t_end)",
+               matching=PHASES)
 ROUTERS_LAG = Claim("routers-lag-experts", routers_lag_experts,
-                    "router crossing after expert crossing for every matched pair; margin = smallest lag (time)")
+                    "router crossing after expert crossing for every matched pair; margin = smallest lag (time)",
+                    matching=PHASES)
 RECOVERY_ORDER = Claim("recovery-order", recovery_order,
-                       "teachers recovered in the order of their largest initial expert overlap; margin ≥ 0")
+                       "teachers recovered in the order of their largest initial expert overlap; margin ≥ 0",
+                       matching="none (matching-free recovery times; κ from the initial overlaps)")
 ROUTERS_FIRST = negate(ROUTERS_LAG, "routers-first",
                        "DELIBERATELY FALSE: routers align before experts (negation of routers-lag-experts)")
 
@@ -273,12 +284,13 @@ class ClaimSummary:
     failing: list = field(default_factory=list)   # [(seed, margin, detail)] with margin < 0
     undetermined: list = field(default_factory=list)  # [(seed, detail)] with margin NaN
     verdicts: list = field(default_factory=list)  # [(seed, Verdict)]
+    matching: str = ""  # the matching the claim used over this sweep (Claim.matching resolved)
 
     def to_dict(self) -> dict:
         def num(x):
             return x if math.isfinite(x) else None
         return {"name": self.claim.name, "description": self.claim.description, "scope": self.claim.scope,
-                "runs": self.n, "holds": self.holds, "worst_margin": num(self.worst_margin),
+                "matching": self.matching, "runs": self.n, "holds": self.holds, "worst_margin": num(self.worst_margin),
                 "failing": [{"seed": s, "margin": num(m), "detail": d} for s, m, d in self.failing],
                 "undetermined": [{"seed": s, "detail": d} for s, d in self.undetermined],
                 "verdicts": [{"seed": s, "margin": num(v.margin), "holds": v.holds, "detail": v.detail}
@@ -292,8 +304,9 @@ def evaluate(claims, records) -> list[ClaimSummary]:
     """
     out = []
     ok = [r for r in records if r.ok]
+    used = sorted({r.phases.matching for r in ok if r.phases is not None})
     for c in claims:
-        s = ClaimSummary(c)
+        s = ClaimSummary(c, matching=(", ".join(used) or "—") if c.matching == PHASES else (c.matching or "—"))
         if c.scope == "sweep":
             v = c.evaluate(ok)
             s.verdicts.append((None, v))
@@ -319,7 +332,7 @@ def _seed_list(seeds, max_seeds: int) -> str:
 def format_table(summaries, replay: str | None = None, max_seeds: int = 8) -> str:
     """The verify table: claim, holds in x of N runs, worst margin, failing seeds (and how to replay),
     seeds where the claim could not be decided (margin NaN)."""
-    rows = [("claim", "holds", "worst margin", "failing runs (seeds)", "undetermined (seeds)")]
+    rows = [("claim", "holds", "worst margin", "failing runs (seeds)", "undetermined (seeds)", "matching")]
     for s in summaries:
         fail = _seed_list([seed for seed, _, _ in s.failing], max_seeds)
         und = _seed_list([seed for seed, _ in s.undetermined], max_seeds)
@@ -327,10 +340,43 @@ def format_table(summaries, replay: str | None = None, max_seeds: int = 8) -> st
             fail = "the sweep" if s.failing else ""
             und = "the sweep" if s.undetermined else ""
         margin = f"{s.worst_margin:+.4g}" if not math.isnan(s.worst_margin) else "—"
-        rows.append((s.claim.name, f"{s.holds}/{s.n}", margin, fail or "—", und or "—"))
-    widths = [max(len(r[k]) for r in rows) for k in range(5)]
+        rows.append((s.claim.name, f"{s.holds}/{s.n}", margin, fail or "—", und or "—", s.matching or "—"))
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if replay and any(s.failing for s in summaries):
         lines += ["", f"replay a failing run: {replay}"]
+    return "\n".join(lines)
+
+
+def rule_predictions(records) -> dict:
+    """How often each predictive matching rule named the winners, over the ok runs of a sweep.
+
+    Reads each run's ``summary.matching_rules`` (:func:`flowmoe.observables.summarize`): per rule the
+    teachers predicted out of those recovered (``hits`` / ``decided``), and the runs in which every
+    recovered teacher was predicted (``all_runs`` / ``runs``).
+    """
+    out: dict = {}
+    for r in records:
+        rules = ((r.data or {}).get("summary") or {}).get("matching_rules") if r.ok else None
+        for name, v in (rules or {}).items():
+            if "hits" not in v:
+                continue
+            agg = out.setdefault(name, {"hits": 0, "decided": 0, "all_runs": 0, "runs": 0})
+            agg["hits"] += v["hits"]
+            agg["decided"] += v["decided"]
+            agg["all_runs"] += bool(v["all"])
+            agg["runs"] += 1
+    return out
+
+
+def format_rule_predictions(pred: dict) -> str:
+    """Lines of :func:`rule_predictions` for the verify report."""
+    if not pred:
+        return ""
+    lines = ["which students win, predicted from the start (teachers recovered by t_end):"]
+    for name, v in pred.items():
+        frac = f"{100 * v['hits'] / v['decided']:.0f} %" if v["decided"] else "—"
+        lines.append(f"  {name:12s} {v['hits']}/{v['decided']} teachers ({frac}); every winner in "
+                     f"{v['all_runs']}/{v['runs']} runs")
     return "\n".join(lines)

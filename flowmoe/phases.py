@@ -46,7 +46,7 @@ from scipy.optimize import brentq
 
 from .errors import SolveError, SpecError
 from .spec import _float
-from .observables import DEFAULT_TC_TERMS, ERROR_TERMS, error_terms, greedy_matching
+from .observables import DEFAULT_TC_TERMS, ERROR_TERMS, MATCHING_RULES, error_terms, greedy_matching, match_pairs
 from .trajectory import Trajectory
 
 N_FINE = 33  # fine save points per re-integrated bracket (also the chunk size of flowmoe.sweep)
@@ -54,7 +54,7 @@ LEVELS = (0.1, 0.5, 0.9, 0.99)
 ESCAPE_RATE = 4.5  # 18 R₀₀(0) = 18/4: dβ/dt ≈ 4.5 β² at small β (docs/maths.md §4)
 EPS_A_CHOICES = ("threshold", "at-T1", "initial")
 DELTA_P_CHOICES = ("offtarget-sq", "offtarget-max", "inv-d", "inv-sqrt-d")
-MATCHINGS = ("initial", "final")
+MATCHINGS = MATCHING_RULES
 
 
 # Options ---------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ class PhaseOptions:
     threshold: float = 0.9
     error_tol: float = 0.05
     tc_terms: tuple = DEFAULT_TC_TERMS
-    matching: str = "initial"
+    matching: str = "final"
     lag_level: float = 0.5
     plateau_flat: float = 0.02
     plateau_min: float = 0.05
@@ -295,7 +295,7 @@ class PhaseReport:
     threshold: float
     levels: list
     pairs: list                 # the matching the per-pair numbers use ([i, j], ordered by teacher)
-    matching: str               # "initial" or "final"
+    matching: str               # the rule of PhaseOptions.matching (flowmoe.observables.MATCHING_RULES)
     matchings_agree: bool
     expert_crossings: list      # [pair][level]
     router_crossings: list      # [pair][level]
@@ -543,7 +543,7 @@ def analyze(traj: Trajectory, options: PhaseOptions | None = None, d: float | No
     d = _dimension(traj, d)
     start = greedy_matching(traj.expert_alignment[0])
     end = greedy_matching(traj.expert_alignment[-1])
-    pairs = start if options.matching == "initial" else end
+    pairs = match_pairs(traj, options.matching)
     g1, g2 = traj.router_alignment, traj.expert_alignment
     exp_x, rout_x = [], []
     for i, j in pairs:

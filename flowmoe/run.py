@@ -115,10 +115,10 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
         "files": {"trajectory": "trajectory.npz", "figures": [p.name for p in figs]},
     }
     write_json(out / "summary.json", record)
-    final_rec = sum(x is not None for x in summary["T1_per_pair_final_matching"])
-    log(f"T1 per teacher (final matching) = {_fmt(summary['T1_per_pair_final_matching'])}: {final_rec}/{m.m_star} "
-        f"recovered; initial greedy matching predicted the winners: {summary['matchings_agree']}; "
-        f"final loss = {summary['final_loss']:.3e}")
+    pred = summary["matching_rules"].get("initial", {})
+    log(f"T1 per teacher (the student that recovered it) = {_fmt(summary['T1_per_pair'])}: "
+        f"{summary['recovered']}/{m.m_star} recovered; the initial greedy matching predicted "
+        f"{pred.get('hits', '?')}/{pred.get('decided', '?')} winners; final loss = {summary['final_loss']:.3e}")
     log(f"wrote {out / 'trajectory.npz'}, {out / 'summary.json'}, {figs[0]} ({walls['total_s']:.1f} s)")
     if interrupted is not None:
         log(f"interrupted at t = {traj.t[-1]:g}: saved what was computed (status: interrupted)")

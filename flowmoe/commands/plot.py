@@ -10,8 +10,9 @@ Kinds (``flowmoe plot KIND RUN_DIR [--out PATH]``; default PATH = RUN_DIR/KIND):
   every student–teacher pair against time (Fig.-1 style), matched pairs highlighted, T₁ dots;
 - ``loss`` — same folder: the population loss on a log scale with T₁ of each matched pair, T₁ overall
   (all pairs aligned) and T_c marked (:mod:`flowmoe.observables`), and beside it the error terms
-  that define T_c with their tolerance; ``--matching initial|final`` picks the matching (greedy on
-  the expert overlaps at the start, as in summary.json, or at the end);
+  that define T_c with their tolerance; ``--matching`` picks the matching (``final``, the default
+  as in summary.json: the student that recovered each teacher; or a rule that predicts it from the
+  start: ``initial``, ``escape-time``, ``hungarian``, see :func:`flowmoe.observables.match_pairs`);
 - ``portrait`` — from a ``flowmoe portrait`` folder (portrait.json + portrait.npz): the phase portrait;
 - ``compare`` — from a ``flowmoe compare`` folder (ode.npz, sim-METHOD.npz, summary.json): the ODE
   against each simulation (:func:`flowmoe.plotting.compare.overlay_figure`);
@@ -307,7 +308,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="output path without suffix (default RUN_DIR/KIND); .png and .svg are written")
     p.add_argument("--threshold", type=float, help="alignment threshold for T1 (default: the run's, else 0.9)")
     p.add_argument("--error-tol", type=float, help="error tolerance for T_c (default: the run's, else 0.05)")
-    p.add_argument("--matching", choices=MATCHINGS, default="initial",
-                   help="loss: match students to teachers on the expert overlaps at the start (default, as in "
-                        "summary.json) or at the end of the run")
+    p.add_argument("--matching", choices=MATCHINGS, default="final",
+                   help="loss: pair each teacher with the student that recovered it (final, default, as in "
+                        "summary.json) or with the student a rule predicts from the start: initial (greedy on the "
+                        "initial expert overlaps), escape-time (greedy on the leading-order escape time), hungarian")
     p.set_defaults(func=_cmd_plot)

@@ -51,7 +51,10 @@ def register(sub) -> None:
     g.add_argument("--delta-P", default="offtarget-sq",
                    help="proxy of δ_P: offtarget-sq (default), offtarget-max, inv-d, inv-sqrt-d, or a number")
     g.add_argument("--lag-level", type=float, default=0.5, help="level for the router/expert lag (default 0.5)")
-    g.add_argument("--matching", default="initial", help="matching of the per-pair numbers: initial (default) or final")
+    g.add_argument("--matching", default="final",
+                   help="matching of the per-pair claims (phase1, routers-lag-experts, phase2-bound): final (default: "
+                        "the student that recovered each teacher), or a rule from the start: initial (greedy on the "
+                        "initial expert overlaps), escape-time, hungarian")
     g.add_argument("--strict", action="store_true", help="exit with status 1 if a claim fails in some run")
     s = p.add_argument_group("scaling")
     s.add_argument("--scaling", choices=["d", "m"], help="sweep d (fit the alignment time) or m (recovery fraction)")
@@ -98,7 +101,8 @@ def _cmd_verify(args) -> int:
 
 
 def _claims(args, spec: RunSpec, seeds, out: Path) -> int:
-    from ..claims import all_named, builtin_claims, evaluate, format_table, load_claims
+    from ..claims import all_named, builtin_claims, evaluate, format_rule_predictions, format_table, load_claims
+    from ..claims import rule_predictions
     from ..sweep import run_sweep, seeds_of
 
     if args.finetune_t_end < 0 or not math.isfinite(args.finetune_t_end):
@@ -127,15 +131,19 @@ def _claims(args, spec: RunSpec, seeds, out: Path) -> int:
     summaries = evaluate(claims, res.records)
     replay = _replay(args, spec)
     table = format_table(summaries, replay)
+    predictions = rule_predictions(res.records)
+    rules_text = format_rule_predictions(predictions)
     print(table)
+    if rules_text:
+        print("\n" + rules_text)
     record = {"spec": spec.to_dict(), "seeds": seeds, "phase_options": job.options(spec).to_dict(),
-              "claims": [s.to_dict() for s in summaries], "replay": replay,
+              "claims": [s.to_dict() for s in summaries], "matching_rules": predictions, "replay": replay,
               "runs": [{"seed": r.seed, "key": r.key, "status": r.status, "error": r.error, "cached": r.cached,
                         "wall_s": r.wall_s} for r in res.records],
               "cost": {"wall_s": res.wall_s, "computed": res.computed, "loaded": res.loaded}}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "verify.json", to_json(record), indent=1)
-    (out / "verify.md").write_text(_markdown(spec, seeds, table, summaries, res))
+    (out / "verify.md").write_text(_markdown(spec, seeds, table, summaries, res, rules_text))
     _log(f"{res.computed} runs computed, {res.loaded} loaded from the cache, {res.wall_s:.1f} s; wrote "
          f"{out / 'verify.json'}, {out / 'verify.md'}")
     if args.strict and any(s.failing for s in summaries):
@@ -149,11 +157,18 @@ def _replay(args, spec: RunSpec) -> str:
     return f"flowmoe run {src} --set {sets + ' ' if sets else ''}init.seed=SEED"
 
 
-def _markdown(spec, seeds, table, summaries, res) -> str:
+def _markdown(spec, seeds, table, summaries, res, rules_text: str = "") -> str:
     lines = [f"# flowmoe verify: {spec.name}", "",
              (f"m⋆ = {spec.model.m_star}, m = {spec.model.m}, d = {spec.model.d}, gate {spec.model.gate}, expert "
              f"{spec.model.expert}; seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}); t_end = {spec.solver.t_end:g}."),
-             "", "```", table, "```", "", "## Claims", ""]
+             "", "```", table, "```", ""]
+    if rules_text:
+        lines += ["```", rules_text, "```", "",
+                  ("Rules (flowmoe.observables.match_pairs): initial = greedy on the initial expert overlaps, "
+                   "escape-time = greedy on the leading-order escape time 1/(18 R₀₀(α₀) β₀) (He₃), hungarian = "
+                   "the assignment maximising the summed initial overlaps; a winner is the student of the final "
+                   "matching whose pair reached the threshold."), ""]
+    lines += ["## Claims", ""]
     for s in summaries:
         lines.append(f"- **{s.claim.name}** — {s.claim.description}")
         for seed, v in s.verdicts:

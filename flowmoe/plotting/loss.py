@@ -7,29 +7,30 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpecError
-from ..observables import DEFAULT_TC_TERMS, error_terms, matching, pair_T1, time_Tc
+from ..observables import DEFAULT_TC_TERMS, MATCHING_RULES, error_terms, match_pairs, pair_T1, time_Tc
 from ..trajectory import Trajectory
 from . import style
 
 
-MATCHINGS = ("initial", "final")
+MATCHINGS = MATCHING_RULES
 
 
 def loss_markers(traj: Trajectory, threshold: float = 0.9, error_tol: float = 0.05,
-                 match: str = "initial") -> dict:
+                 match: str = "final") -> dict:
     """T₁ per matched pair, T₁ overall (the last pair to align; NaN unless all do) and T_c
-    (:func:`flowmoe.observables.time_Tc`). Pairs: greedy matching on the expert overlaps at the start
-    (``match="initial"``, as in summary.json) or at the end of the run (``"final"``)."""
+    (:func:`flowmoe.observables.time_Tc`). Pairs: the final matching (``match="final"``, the student
+    that recovered each teacher, as in summary.json) or a predictive rule from the start
+    (``"initial"``, ``"escape-time"``, ``"hungarian"``: :func:`flowmoe.observables.match_pairs`)."""
     if match not in MATCHINGS:
         raise SpecError("--matching", f"got {match!r}; allowed: {list(MATCHINGS)}")
-    pairs = matching(traj, 0 if match == "initial" else -1)
+    pairs = match_pairs(traj, match)
     T1 = pair_T1(traj, pairs, threshold)
     return {"pairs": pairs, "T1_pairs": T1, "T1": float(np.max(T1)) if np.all(np.isfinite(T1)) else float("nan"),
             "Tc": time_Tc(traj, pairs, error_tol), "threshold": threshold, "error_tol": error_tol, "matching": match}
 
 
 def draw_loss(axes, traj: Trajectory, threshold: float = 0.9, error_tol: float = 0.05,
-              match: str = "initial") -> dict:
+              match: str = "final") -> dict:
     """Draw the loss (log scale) with T₁ and T_c on ``axes[0]`` and the T_c error terms on
     ``axes[1]`` (if given). Returns :func:`loss_markers`."""
     mk = loss_markers(traj, threshold, error_tol, match)
@@ -79,7 +80,7 @@ _TERM_LABEL = {
 
 
 def loss_figure(traj: Trajectory, path, threshold: float = 0.9, error_tol: float = 0.05,
-                title: str | None = None, match: str = "initial") -> list[Path]:
+                title: str | None = None, match: str = "final") -> list[Path]:
     """Loss on a log scale with T₁ and T_c marked, and the error terms that define T_c."""
 
     with style.rc_context(style.STYLE):
