@@ -44,11 +44,13 @@ def _r_values(expr, gate: str = "sigmoid", at=1):
     return {symbolic.R(p, q, at): sp.Float(_sig(table.evaluate_numpy(p, q, float(at))), 6) for p, q in pq}
 
 
-def pair_kernel_doc(expert) -> str:
+def pair_kernel_doc(expert, keep: dict | None = None) -> str:
+    keep = {} if keep is None else keep
     K = symbolic.pair_kernel(expert)
     grads = symbolic.kernel_gradient(K)
     terms = sp.Add.make_args(K)
     c = hermite_coefficients("sigmoid", 7)
+    keep.update({"P": expert.polynomial(), "K": K, "dK/drho_be": grads["be"]})
     out = [_header(f"The pair kernel K for expert {expert.name}", COMMAND)]
     out.append(
         "For unit vectors $a, b$ (router and expert of unit 1) and $c, e$ (router and expert of unit 2), "
@@ -94,12 +96,14 @@ def _aligned(terms, per_line: int = 3) -> str:
     return " \\\\\n".join(lines).replace("+ -", "- ")
 
 
-def self_term_doc(expert) -> str:
+def self_term_doc(expert, keep: dict | None = None) -> str:
+    keep = {} if keep is None else keep
     K = symbolic.pair_kernel(expert)
     S = symbolic.self_term(K)
     rho = sp.Symbol("rho", real=True)
     numeric = sp.expand(S.xreplace(_r_values(S)))
     poly = sp.Poly(numeric, rho)
+    keep.update({"K_ii": S, "K_ii sigmoid": poly.as_expr(), "K_ii(0) sigmoid": numeric.subs(rho, 0)})
     out = [_header(f"The self term K_ii for expert {expert.name}", COMMAND)]
     out.append(
         "One unit paired with itself: $a = c = \\bar v_i$, $b = e = \\bar w_i$, so "
@@ -115,7 +119,8 @@ def self_term_doc(expert) -> str:
     return "".join(out)
 
 
-def student_teacher_doc(expert) -> str:
+def student_teacher_doc(expert, keep: dict | None = None) -> str:
+    keep = {} if keep is None else keep
     K = symbolic.pair_kernel(expert)
     a, b, mu, nu, rho = symbolic.ALPHA, symbolic.BETA, symbolic.MU, symbolic.NU, symbolic.RHO_S
     R = symbolic.RHO
@@ -127,6 +132,7 @@ def student_teacher_doc(expert) -> str:
                                                                        for t in terms[k:k + 3])
                           for k in range(0, len(terms), 3)).replace("+ -", "- ")
     lead = sp.expand(Kst.subs({mu: 0, nu: 0, rho: 0}))
+    keep.update({"K_st": Kst, "K_st leading": lead})
     out = [_header(f"The student–teacher term K(i, j⋆) for expert {expert.name}", COMMAND)]
     out.append(
         "Student unit $i$ (router $\\bar v$, expert $\\bar w$) against teacher unit $j$ (router $v^\\star$, expert "
@@ -143,7 +149,8 @@ def student_teacher_doc(expert) -> str:
     return "".join(out)
 
 
-def reduced_ode_doc(expert) -> str:
+def reduced_ode_doc(expert, keep: dict | None = None) -> str:
+    keep = {} if keep is None else keep
     rs = symbolic.reduced_system(expert)
     syms = [symbolic.ALPHA, symbolic.BETA, symbolic.MU, symbolic.NU, symbolic.RHO_S]
     names = {s: _REDUCED_TEX[n] for s, n in zip(syms, symbolic.REDUCED_NAMES)}
@@ -175,6 +182,10 @@ def reduced_ode_doc(expert) -> str:
                "Setting $\\mu = \\nu = \\rho = 0$ in the exact right-hand sides gives $\\dot\\mu = \\dot\\nu = "
                "\\dot\\rho = 0$ there, so the manifold is invariant, and on it\n\n$$\n\\begin{aligned}\n")
     lead = {n: sp.factor(sp.simplify(e.subs(zero))) for n, e in zip(symbolic.REDUCED_NAMES, rs.rhs)}
+    keep.update({f"d{n}/dt generic": e for n, e in zip(symbolic.REDUCED_NAMES, rs.rhs_generic)})
+    keep.update({f"d{n}/dt": e for n, e in zip(symbolic.REDUCED_NAMES, rs.rhs)})
+    keep.update({f"d{n}/dt leading": lead[n] for n in symbolic.REDUCED_NAMES})
+    keep["L"] = rs.loss
     out.append(" \\\\\n".join(f"\\dot{{{_REDUCED_TEX[n]}}} &= {sp.latex(lead[n], symbol_names=names)}"
                               for n in symbolic.REDUCED_NAMES) + "\n\\end{aligned}\n$$\n\n")
     r00 = correlation_table("sigmoid", 2).evaluate_numpy(0, 0, 0.0)
@@ -198,17 +209,57 @@ DOCUMENTS = {
 
 
 def render_all(expert="he3") -> dict[str, str]:
+    return {name: text for name, (text, _) in _render(expert).items()}
+
+
+def derive_expressions(expert="he3") -> dict[str, dict]:
+    """The sympy expressions each document prints, by document and label (what the sidecar holds)."""
+    return {name: kept for name, (_, kept) in _render(expert).items()}
+
+
+def _render(expert) -> dict[str, tuple[str, dict]]:
     expert = get_expert(expert, "expert")
     suffix = "" if expert.name == "he3" else f"-{expert.name.replace('*', 'x').replace('+', '_')}"
-    return {name.replace(".md", f"{suffix}.md"): fn(expert) for name, fn in DOCUMENTS.items()}
+    out = {}
+    for name, fn in DOCUMENTS.items():
+        kept: dict = {}
+        text = fn(expert, kept)
+        out[name.replace(".md", f"{suffix}.md")] = (text, kept)
+    return out
+
+
+def sidecar_name(expert="he3") -> str:
+    """File name of the expressions sidecar next to the documents of ``expert``."""
+    name = get_expert(expert, "expert").name
+    return "expressions.json" if name == "he3" else f"expressions-{name.replace('*', 'x').replace('+', '_')}.json"
+
+
+def read_expressions(path) -> dict[str, dict]:
+    """A sidecar written by :func:`write_derivations`, parsed back into sympy expressions."""
+    import json
+
+    names = {"R": symbolic.R, **{cls.__name__: cls for cls in (symbolic._He, symbolic._Gate)}}
+    raw = json.loads(Path(path).read_text())
+    return {doc: {label: sp.sympify(text, locals=names) for label, text in exprs.items()}
+            for doc, exprs in raw.items()}
 
 
 def write_derivations(out: Path, expert="he3") -> list[Path]:
+    """Write the documents of ``expert`` and beside them a sidecar of the sympy expressions they print
+    (``srepr``, parsed back by :func:`read_expressions`), so a check of the committed documents can
+    compare expressions by value and is not tied to sympy's LaTeX printer."""
+    from .io import write_json
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in render_all(expert).items():
+    rendered = _render(expert)
+    for name, (text, _) in rendered.items():
         path = out / name
         path.write_text(text)
         paths.append(path)
+    side = out / sidecar_name(expert)
+    write_json(side, {name: {label: sp.srepr(e) for label, e in kept.items()} for name, (_, kept) in rendered.items()},
+               indent=1)
+    paths.append(side)
     return paths
