@@ -16,10 +16,14 @@ class SpecError(ValueError):
 
 
 class SolveError(RuntimeError):
-    """A solve or simulation that stopped early; ``partial`` holds what was computed."""
+    """A solve or simulation that stopped early; ``partial`` holds what was computed.
 
-    def __init__(self, message: str, partial=None):
+    ``reason``: ``"budget"`` (step budget reached or step size collapsed), ``"nonfinite"`` (the
+    state became NaN/inf) or ``""`` (other)."""
+
+    def __init__(self, message: str, partial=None, reason: str = ""):
         self.partial = partial
+        self.reason = reason
         super().__init__(message)
 
 

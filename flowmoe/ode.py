@@ -210,7 +210,8 @@ def integrate(vf: VectorField, G0, r0, ts, solver: SolverSpec | None = None, pro
         why = message if not ok else "the state became non-finite (NaN/inf)"
         raise SolveError(f"integration failed at t ≈ {ts[max(good - 1, 0)]:.6g}: {why}; "
                          f"{good} of {len(ts)} saved times are kept",
-                         partial=(ts[:good], gram[:good], rs[:good], stats))
+                         partial=(ts[:good], gram[:good], rs[:good], stats),
+                         reason="budget" if not ok and "non-finite" not in message else "nonfinite")
     return gram, rs, stats
 
 

@@ -27,6 +27,12 @@ SAMPLERS = ("vectors", "gram")
 BACKENDS = ("diffrax", "scipy")
 DIFFRAX_METHODS = ("tsit5", "dopri5", "dopri8")
 SCIPY_METHODS = ("DOP853", "RK45", "Radau", "LSODA")
+STIFF_MODES = ("switch", "off")
+"""solver.stiff: what a chunked run (flowmoe run, verify, sweeps) does when an explicit diffrax chunk
+needs more than solver.stiff_steps steps: "switch" integrates that chunk again, and the rest of the
+run, with scipy's LSODA (implicit BDF when it detects stiffness); "off": no detection, only
+solver.max_steps limits a chunk."""
+STIFF_SOLVER = ("scipy", "LSODA")
 NORM_MODES = ("fixed", "state")
 STATES = ("factor", "gram")
 SPACINGS = ("linear", "log")
@@ -223,6 +229,8 @@ class SolverSpec:
     norms: str = "fixed"
     norm_drift_lr: float = 0.0
     state: str = "factor"
+    stiff: str = "switch"
+    stiff_steps: int = 50_000
 
     def __post_init__(self):
         _choice(self.backend, "solver.backend", BACKENDS)
@@ -238,6 +246,8 @@ class SolverSpec:
         object.__setattr__(self, "norm_drift_lr", _float(self.norm_drift_lr, "solver.norm_drift_lr", nonneg=True))
         if self.norm_drift_lr > 0 and self.norms != "state":
             raise SpecError("solver.norm_drift_lr", "needs solver.norms = 'state'")
+        _choice(self.stiff, "solver.stiff", STIFF_MODES)
+        object.__setattr__(self, "stiff_steps", _int(self.stiff_steps, "solver.stiff_steps", 16))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -25,6 +25,7 @@ stiffest one, and early stopping differs per member.)
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -39,7 +40,7 @@ import numpy as np
 
 from .errors import Interrupted, SolveError, SpecError
 from .phases import N_FINE, PhaseReport, to_json
-from .spec import RunSpec
+from .spec import STIFF_SOLVER, RunSpec
 from .trajectory import Trajectory
 
 CACHE_VERSION = 1
@@ -57,6 +58,12 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
     ``partial`` is the Trajectory up to the last good saved time (or None); on Ctrl-C raises
     :class:`~flowmoe.errors.Interrupted` whose ``partial`` has ``status="interrupted"``.
     ``progress(k, n)`` (optional) is called after each chunk with the saved times done.
+
+    Stiff tails (``solver.stiff = "switch"``, the default with the diffrax backend): a chunk that
+    needs more than ``solver.stiff_steps`` steps, or whose step size collapses, is integrated again
+    from its start with scipy's LSODA (stiffness-detecting: implicit BDF when stiff), and so is the rest of the run; ``provenance.notes["stiff_switch"]`` says at which
+    time and why. (High-degree experts near the sink, e.g. He₅ with rates ≈ −350, make an explicit
+    method crawl at its stability limit.)
     """
     from .api import ode_provenance
     from .init import initial_state
@@ -68,6 +75,9 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
     ts = np.asarray(sol.times() if ts is None else ts, dtype=np.float64)
     prov = ode_provenance(vf.backend, vf, sol).replace(spec=spec.to_dict())
     stats = {"steps": 0, "rejected_steps": 0, "wall_time_s": 0.0}
+    active, switch = sol, None
+    if sol.backend == "diffrax" and sol.stiff == "switch":
+        active = dataclasses.replace(sol, max_steps=min(sol.max_steps, sol.stiff_steps))
     grams, norms, losses = [], [], []
     G, r = state.gram, state.norms
     k, n = 0, len(ts)
@@ -76,8 +86,11 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
         if not grams:
             return None
         gram = np.concatenate(grams)
+        out = prov.replace(stats=dict(stats), **changes)
+        if switch is not None:
+            out = out.annotate(stiff_switch=switch)
         return Trajectory(ts[:len(gram)], gram, np.concatenate(norms), np.concatenate(losses), mod.m, mod.m_star,
-                          prov.replace(stats=dict(stats), **changes), vf.layout)
+                          out, vf.layout)
 
     try:
         while k < n - 1:
@@ -89,7 +102,20 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
                 keep = np.concatenate([np.arange(len(seg) - 1), [len(full) - 1]])
                 seg = full
             try:
-                g, rr, info = integrate(vf, G, r, seg, sol)
+                try:
+                    g, rr, info = integrate(vf, G, r, seg, active)
+                except SolveError as err:
+                    # Only the stiffness cap switches; the user's own max_steps is a budget that stops the run.
+                    if active.backend != "diffrax" or active.max_steps >= sol.max_steps or err.reason != "budget":
+                        raise
+                    for key in stats:
+                        stats[key] += err.partial[3].get(key, 0)
+                    backend, method = STIFF_SOLVER
+                    active = dataclasses.replace(sol, backend=backend, method=method)
+                    switch = {"t": float(seg[0]), "from": sol.method, "to": f"{backend} {method}",
+                              "reason": f"{sol.method} needed more than solver.stiff_steps = {sol.stiff_steps} steps "
+                                        f"for t in [{seg[0]:.6g}, {seg[-1]:.6g}] (or its step size collapsed)"}
+                    g, rr, info = integrate(vf, G, r, seg, active)
             except SolveError as err:
                 pts, pg, pr, info = err.partial
                 for key in stats:

@@ -196,3 +196,29 @@ def test_solver_failure_keeps_a_partial_trajectory():
     full = flowmoe.flow_from_gram(st.gram, st.norms, 2, 1, ts)
     # What was kept is the true solution on the reached times (independent full solve).
     np.testing.assert_allclose(part.gram, full.gram[: len(part)], atol=1e-7)
+
+
+def test_a_stiff_tail_switches_to_lsoda_and_agrees_with_radau():
+    """He₅ experts make the explicit method crawl at its stability limit (fast stable directions, rate
+    ≈ −350 on the plateau): with a low solver.stiff_steps the run switches to scipy's LSODA, says so in
+    its provenance, and lands where an independent implicit method (scipy Radau, run from the start)
+    lands; with solver.stiff = "off" the same step budget stops it as partial."""
+    from flowmoe.errors import SolveError
+    from flowmoe.sweep import integrate_spec
+
+    base = ["model.expert=he5", "model.d=100", "init.seed=1", "solver.t_end=1000", "solver.n_save=11",
+            "solver.rtol=1e-8", "solver.atol=1e-10"]
+    spec = flowmoe.load_preset("small").with_overrides(base + ["solver.stiff_steps=3000"])
+    traj = integrate_spec(spec)
+    note = traj.provenance.notes["stiff_switch"]
+    assert note["from"] == "tsit5" and note["to"] == "scipy LSODA" and note["t"] == 0.0
+    assert "solver.stiff_steps = 3000" in note["reason"] and traj.provenance.status == "complete"
+    ref = integrate_spec(flowmoe.load_preset("small").with_overrides(base + ["solver.backend=scipy",
+                                                                              "solver.method=Radau"]))
+    assert "stiff_switch" not in ref.provenance.notes
+    assert np.max(np.abs(traj.gram - ref.gram)) < 1e-5
+    with pytest.raises(SolveError) as err:
+        integrate_spec(flowmoe.load_preset("small").with_overrides(base + ["solver.stiff_steps=3000",
+                                                                            "solver.stiff=off",
+                                                                            "solver.max_steps=3000"]))
+    assert err.value.partial is None or err.value.partial.provenance.status == "partial"
