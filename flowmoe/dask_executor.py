@@ -35,7 +35,8 @@ def import_distributed():
     try:
         import distributed
     except ImportError:
-        raise SpecError("executor", f"'dask' needs dask.distributed, which is not installed: {INSTALL_HINT}") from None
+        raise SpecError("executor", f"'dask' needs dask.distributed, which is not installed: "
+                                    f"{INSTALL_HINT}") from None
     return distributed
 
 
@@ -69,13 +70,14 @@ class DaskExecutor:
                 self.client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
             except (OSError, TimeoutError, ValueError) as err:
                 first = str(err).splitlines()[0] if str(err) else type(err).__name__
-                raise SpecError("scheduler", f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s "
-                                             f"({first})") from None
+                raise SpecError("scheduler", f"cannot reach the Dask scheduler at {scheduler!r} within "
+                                             f"{timeout:g} s ({first})") from None
         else:
             flags = os.environ.get("XLA_FLAGS", xla_flags)
             env = {"XLA_FLAGS": flags} if flags else {}
-            self._cluster = distributed.LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                                                     dashboard_address=":0", silence_logs=logging.ERROR, env=env)
+            self._cluster = distributed.LocalCluster(n_workers=int(workers), threads_per_worker=1,
+                                                     processes=True, dashboard_address=":0",
+                                                     silence_logs=logging.ERROR, env=env)
             self.client = distributed.Client(self._cluster, set_as_default=False)
         if self._cluster is None and xla_flags:
             self.client.register_plugin(_xla_plugin(distributed, xla_flags))

@@ -14,9 +14,11 @@
   Numbers are float64 with NaN where the JSON has null or the member failed (integers without gaps
   stay integers, as int32), booleans stay booleans when no member lacks them, strings are strings.
   A list of numbers becomes a float64 variable with extra dimensions ``NAME.dim0``, ``NAME.dim1``, …,
-  padded with NaN to the longest member; lists of other things are left to the JSON;
+  padded with NaN to the longest member (at least one entry: an empty list is one NaN); lists of other things (and leaves whose type differs
+  between members) are left to the JSON;
 - **attributes**: ``spec`` (JSON of the first member's spec), ``dims`` (JSON: dimension → spec field),
-  ``flowmoe`` (version); each variable's ``field`` attribute is its path in the cached JSON record.
+  ``left_out`` (JSON list of the record paths not stored), ``flowmoe`` (version); each variable's
+  ``field`` attribute is its path in the cached JSON record.
 
 :func:`write_dataset` writes it as netCDF with xarray's ``scipy`` engine (netCDF3: no netCDF4/HDF5
 library needed; it has no 64-bit integers, hence int32 or float64 above). Open it with
@@ -91,7 +93,8 @@ def _column(values):
         ndims = {a.ndim for a in arrays if a is not None}
         if len(ndims) != 1:
             return None
-        shape = tuple(max(a.shape[k] for a in arrays if a is not None) for k in range(ndims.pop()))
+        # At least one entry per axis: netCDF3 takes a dimension of length 0 for its unlimited one.
+        shape = tuple(max([1] + [a.shape[k] for a in arrays if a is not None]) for k in range(ndims.pop()))
         out = np.full((len(values),) + shape, np.nan)
         for i, a in enumerate(arrays):
             if a is not None:
@@ -143,11 +146,12 @@ def sweep_dataset(records):
     leaves = [dict({"status": r.status, "error": r.error or "", "key": r.key, "wall_s": r.wall_s},
                    **{f"data.{k}": v for k, v in flatten(r.data).items()}) for r in records]
     paths = list(dict.fromkeys(p for leaf in leaves for p in leaf))
-    variables = {}
+    variables, left_out = {}, []
     reserved = set(names) | {"member", "status", "error", "key", "wall_s"}
     for path in paths:
         col = _column([leaves[i].get(path) for i in order])
         if col is None:
+            left_out.append(path)
             continue
         name = path[5:] if path.startswith("data.") else path
         if path.startswith("data.") and name in reserved:
@@ -155,7 +159,7 @@ def sweep_dataset(records):
         extra = tuple(f"{name}.dim{k}" for k in range(col.ndim - 1))
         variables[name] = xr.Variable(dims + extra, col.reshape(shape + col.shape[1:]), attrs={"field": path})
     attrs = {"spec": json.dumps(records[0].spec.to_dict(), sort_keys=True), "dims": json.dumps(fields),
-             "flowmoe": __version__}
+             "left_out": json.dumps(left_out), "flowmoe": __version__}
     return xr.Dataset(variables, coords=ds_coords, attrs=attrs)
 
 

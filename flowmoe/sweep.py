@@ -19,8 +19,9 @@ model once); ``executor="dask"`` runs them on a Dask cluster instead (a local on
 processes, or a running one given by its scheduler address: :mod:`flowmoe.dask_executor`), with the
 same cache. Every executor goes through one seam (:class:`LocalPool`'s four methods), so the cache,
 resume and failure handling here serve them all. Members of one sweep share a model structure, so
-within a process one compile serves them all; :func:`integrate_spec` integrates in chunks of :data:`flowmoe.phases.N_FINE` saved times
-so that the same compiled solver also serves the re-integrated brackets of :mod:`flowmoe.phases`.
+within a process one compile serves them all; :func:`integrate_spec` integrates in chunks of
+:data:`flowmoe.phases.N_FINE` saved times so that the same compiled solver also serves the
+re-integrated brackets of :mod:`flowmoe.phases`.
 (Runs are not batched with ``vmap``: adaptive steps would make every member take the steps of the
 stiffest one, and early stopping differs per member.)
 """
@@ -251,6 +252,8 @@ class LocalPool:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
+        # After drain() this waits for nothing; (a `with` block would wait for every queued member
+        # before an interruption reached drain()).
         self.pool.shutdown(wait=True)
 
 
@@ -260,15 +263,16 @@ def check_executor(executor, scheduler=None) -> None:
         missing = [m for m in ("submit", "as_completed", "drain", "close") if not hasattr(executor, m)]
         if missing:
             raise SpecError("executor", f"got {type(executor).__name__} without {missing}; allowed: "
-                                        f"{', '.join(EXECUTORS)} or an object with submit/as_completed/drain/close")
+                                        f"{', '.join(EXECUTORS)} or an object with "
+                                        "submit/as_completed/drain/close")
         if scheduler:
             raise SpecError("scheduler", "only with executor 'dask'")
         return
     if executor not in EXECUTORS:
         raise SpecError("executor", f"got {executor!r}; allowed: {', '.join(EXECUTORS)}")
     if scheduler and executor != "dask":
-        raise SpecError("scheduler", f"needs --executor dask (got --executor {executor}); without --scheduler, "
-                                     "--executor dask starts a local cluster of --workers processes")
+        raise SpecError("scheduler", f"needs --executor dask (got --executor {executor}); without "
+                                     "--scheduler, --executor dask starts a local cluster of --workers processes")
     if executor == "dask":
         from .dask_executor import import_distributed
 
@@ -340,8 +344,10 @@ def run_sweep(specs, job, folder, workers: int = 1, progress: bool = True, desc:
                 done(idx, execute(job, specs[idx].to_dict(), keys[idx], str(folder)))
         elif todo:
             ex = open_executor(executor, min(workers, len(todo)), scheduler)
-            futures = {ex.submit(execute, job, specs[idx].to_dict(), keys[idx], str(folder)): idx for idx in todo}
+            futures = {}
             try:
+                for idx in todo:
+                    futures[ex.submit(execute, job, specs[idx].to_dict(), keys[idx], str(folder))] = idx
                 for fut in ex.as_completed(futures):
                     idx = futures[fut]
                     try:

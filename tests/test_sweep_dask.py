@@ -1,5 +1,5 @@
-"""Sweeps on Dask: the same records as the local executor, resume after an interruption, the labelled
-arrays of a verify sweep against its JSON records, one-line errors.
+"""Sweeps on Dask: the same records as the local executor, resume after an interruption, a cluster of
+flowmoe's own, one-line errors.
 
 The cluster is a ``distributed.LocalCluster`` started here (two single-threaded worker processes,
 no XLA flags of its own: flowmoe's worker plugin must set them, or the numbers would differ from the
@@ -7,7 +7,6 @@ local pool's in the last bits). One tiny verify sweep on the local pool is the r
 """
 
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -15,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import xarray as xr
 from distributed import LocalCluster
@@ -63,7 +61,8 @@ def reference(tmp_path_factory):
 
 def test_dask_verify_gives_the_local_records(cluster, reference, tmp_path):
     out = tmp_path / "dask"
-    assert main(ARGS + ["--executor", "dask", "--scheduler", cluster.scheduler_address, "--out", str(out)]) == 0
+    dask_args = ["--executor", "dask", "--scheduler", cluster.scheduler_address, "--out", str(out)]
+    assert main(ARGS + dask_args) == 0
     local, dask = cached_runs(reference), cached_runs(out)
     assert len(local) == 3 and local.keys() == dask.keys()
     for key in local:
@@ -71,7 +70,7 @@ def test_dask_verify_gives_the_local_records(cluster, reference, tmp_path):
         assert untimed(dask[key]) == untimed(local[key])  # bit for bit: JSON keeps every float's 17 digits
     claims = [json.loads((f / "verify.json").read_text())["claims"] for f in (reference, out)]
     assert claims[0] == claims[1]
-    ds = [xr.open_dataset(f / "verify.nc") for f in (reference, out)]
+    ds = [xr.load_dataset(f / "verify.nc") for f in (reference, out)]
     timed = [v for v in ds[0].data_vars if v.endswith("_s")]
     xr.testing.assert_identical(ds[0].drop_vars(timed), ds[1].drop_vars(timed))
 
@@ -114,41 +113,6 @@ def test_interrupted_dask_sweep_resumes_from_its_cache(cluster, tmp_path):
         assert rec.key == ref.key and untimed(raw) == untimed(uninterrupted)
 
 
-def _leaves(tree, prefix=""):
-    for k, v in tree.items():
-        name = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            yield from _leaves(v, name)
-        else:
-            yield name, v
-
-
-def test_labelled_arrays_of_a_verify_sweep_equal_its_json(reference):
-    ds = xr.open_dataset(reference / "verify.nc")
-    assert ds["seed"].values.tolist() == SEEDS
-    runs = cached_runs(reference)
-    checked = 0
-    for raw in runs.values():
-        one = ds.sel(seed=raw["seed"])
-        assert str(one["status"].values) == raw["status"] and str(one["key"].values) == raw["key"]
-        for name, value in _leaves(raw["data"]):
-            got = one[name].values
-            if isinstance(value, str):
-                assert str(got) == value, name
-            elif isinstance(value, list):
-                want = np.array([[math.nan if x is None else x for x in row] if isinstance(row, list)
-                                 else (math.nan if row is None else row) for row in value], dtype=float)
-                if want.size:  # the member's own entries; any rest is padding to the longest member
-                    sub = got[tuple(slice(0, n) for n in want.shape)]
-                    np.testing.assert_array_equal(sub, want, err_msg=name)
-            elif value is None:
-                assert np.isnan(got), name
-            else:
-                assert got == value, name  # exact: float64 (or int32/bool) both ways
-            checked += 1
-    assert checked > 3 * 50
-
-
 @dataclass(frozen=True)
 class EnvJob:
     """No JAX: reports the worker's process and XLA_FLAGS."""
@@ -167,7 +131,8 @@ def test_dask_executor_runs_on_its_own_local_cluster_and_closes_it(tmp_path):
     children = {p.pid for p in multiprocessing.active_children()}
     res = run_sweep(specs, EnvJob(), tmp_path / "dask", workers=1, progress=False, executor="dask")
     assert {p.pid for p in multiprocessing.active_children()} <= children  # its cluster is gone
-    assert [r.data["value"] for r in res.records] == [r.data["value"] for r in seq.records] == [0.5, 1.5, 4.5, 9.5]
+    values = [r.data["value"] for r in res.records]
+    assert values == [r.data["value"] for r in seq.records] == [0.5, 1.5, 4.5, 9.5]
     pids = {r.data["pid"] for r in res.records}
     assert os.getpid() not in pids and len(pids) == 1  # --workers 1: one worker process
     assert {r.data["xla_flags"] for r in res.records} == {os.environ.get("XLA_FLAGS", XLA_SINGLE_THREAD)}
@@ -190,7 +155,7 @@ def test_executor_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "\n" not in err and "pip install 'flowmoe[dask]'" in err
     assert not list(tmp_path.glob("runs/*.json"))  # nothing ran
     t0 = time.perf_counter()
-    with pytest.raises(SpecError, match=r"^scheduler: cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
+    with pytest.raises(SpecError, match=r"^scheduler: cannot reach the Dask scheduler at 'tcp://127\.0\.0\.1:9'"):
         DaskExecutor(scheduler="tcp://127.0.0.1:9", timeout=1.0)
     assert time.perf_counter() - t0 < 10
     with pytest.raises(SpecError, match="executor"):
