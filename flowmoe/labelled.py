@@ -72,7 +72,7 @@ def _column(values):
         if len(present) == len(values):
             return np.array(values, dtype=bool)
         return np.array([np.nan if v is None else float(v) for v in values])
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+    if all(_is_number(v) for v in present):
         if (len(present) == len(values) and all(isinstance(v, int) for v in present)
                 and INT32.min <= min(present) and max(present) <= INT32.max):
             return np.array(values, dtype=np.int32)
@@ -103,6 +103,10 @@ def _column(values):
     return None
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def _nan_for_none(x):
     if x is None:
         return math.nan
@@ -123,8 +127,9 @@ def sweep_dataset(records):
     if not records:
         raise ValueError("no records")
     names, fields, specs = _dims(records)
-    grid = all(isinstance(s[f], (int, float, str)) and not isinstance(s[f], bool)
-               for s in specs for f in fields.values())
+    # A grid needs sortable coordinates: per field, all numbers or all strings.
+    grid = all(all(_is_number(s[f]) for s in specs) or all(isinstance(s[f], str) for s in specs)
+               for f in fields.values())
     if grid:
         coords = {n: sorted({s[fields[n]] for s in specs}) for n in names}
         cells = [tuple(coords[n].index(s[fields[n]]) for n in names) for s in specs]
@@ -140,7 +145,7 @@ def sweep_dataset(records):
         ds_coords = {"member": np.arange(len(records))}
         for n in names:
             values = [s[fields[n]] for s in specs]
-            plain = all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in values)
+            plain = all(_is_number(v) for v in values) or all(isinstance(v, str) for v in values)
             ds_coords[n] = ("member", np.asarray(values if plain else [json.dumps(v) for v in values]))
 
     leaves = [dict({"status": r.status, "error": r.error or "", "key": r.key, "wall_s": r.wall_s},
