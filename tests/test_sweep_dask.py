@@ -73,6 +73,16 @@ def test_dask_verify_gives_the_local_records(cluster, reference, tmp_path):
     ds = [xr.load_dataset(f / "verify.nc") for f in (reference, out)]
     timed = [v for v in ds[0].data_vars if v.endswith("_s")]
     xr.testing.assert_identical(ds[0].drop_vars(timed), ds[1].drop_vars(timed))
+    # The cluster was started without XLA flags: flowmoe's worker plugin set them on each worker.
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as client:
+        flags = client.run(_xla_flags)
+    assert len(flags) == 2 and set(flags.values()) == {os.environ.get("XLA_FLAGS", XLA_SINGLE_THREAD)}
+
+
+def _xla_flags():
+    return os.environ.get("XLA_FLAGS")
 
 
 def _specs():

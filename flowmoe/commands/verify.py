@@ -40,7 +40,8 @@ def register(sub) -> None:
                         "the local Dask cluster")
     p.add_argument("--executor", default="local",
                    help="local (default: this process, or a process pool with --workers > 1) or dask "
-                        "(dask.distributed: pip install 'flowmoe[dask]'); same cache, same results")
+                        "(dask.distributed: pip install 'flowmoe[dask]'); same cache, same results as the "
+                        "process pool")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="with --executor dask: address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
                         "(default: start a LocalCluster of --workers processes)")
