@@ -44,6 +44,7 @@ from .io import write_json
 from .plotting.scaling import d_figure, m_figure
 from .phases import ESCAPE_RATE, CrossingFinder, recovery, to_json
 from .spec import RunSpec
+from .labelled import write_dataset
 from .sweep import integrate_spec, run_sweep, seeds_of
 
 TIMES = ("T1-first", "T1-all", "expert-first")
@@ -231,15 +232,20 @@ def base_for_sweep(spec: RunSpec) -> RunSpec:
 
 
 def d_sweep(spec: RunSpec, d_values, seeds, out, *, time_name="T1-first", model="offset", horizon=None,
-            t_min=50.0, n_save=321, n_boot=1000, workers=1, progress=True, plot=True) -> dict:
-    """Sweep d × seeds, fit the time against d, write OUT/scaling.json, .png/.svg and .md; returns the JSON."""
+            t_min=50.0, n_save=321, n_boot=1000, workers=1, progress=True, plot=True, executor="local",
+            scheduler=None) -> dict:
+    """Sweep d × seeds, fit the time against d, write OUT/scaling.json, .png/.svg, .md and .nc (the runs as
+    labelled arrays over d × seed, :mod:`flowmoe.labelled`); returns the JSON. ``executor``/``scheduler``:
+    see :func:`flowmoe.sweep.run_sweep`."""
     d_values = _int_list(d_values, "values", 1)
     job = ScalingJob(time_name, DEFAULT_HORIZON[time_name] if horizon is None else horizon, t_min, n_save,
                      spec.observe.threshold)
     base = base_for_sweep(spec)
     specs = [s for d in d_values for s in seeds_of(base.with_overrides({"model.d": d}), seeds)]
     out = Path(out)
-    res = run_sweep(specs, job, out / "runs", workers=workers, progress=progress, desc=f"d-sweep ({time_name})")
+    res = run_sweep(specs, job, out / "runs", workers=workers, progress=progress, desc=f"d-sweep ({time_name})",
+                    executor=executor, scheduler=scheduler)
+    write_dataset(res.records, out / "scaling.nc")
     rows = []
     for r in res.records:
         row = {"d": r.spec.model.d, "seed": r.seed, "status": r.status, "error": r.error, "key": r.key}
@@ -295,8 +301,9 @@ def d_sweep(spec: RunSpec, d_values, seeds, out, *, time_name="T1-first", model=
 
 
 def m_sweep(spec: RunSpec, m_values, seeds, out, *, horizon=None, t_min=50.0, n_save=321, workers=1,
-            progress=True, plot=True) -> dict:
-    """For fixed m⋆, sweep m × seeds: fraction of runs recovering every teacher within the horizon."""
+            progress=True, plot=True, executor="local", scheduler=None) -> dict:
+    """For fixed m⋆, sweep m × seeds: fraction of runs recovering every teacher within the horizon
+    (OUT/scaling.json, .md, .png and .nc: the runs as labelled arrays over m × seed)."""
     ms = spec.model.m_star
     m_values = _int_list(m_values, "values", ms + 1)
     job = ScalingJob("T1-all", DEFAULT_HORIZON["T1-all"] if horizon is None else horizon, t_min, n_save,
@@ -304,7 +311,9 @@ def m_sweep(spec: RunSpec, m_values, seeds, out, *, horizon=None, t_min=50.0, n_
     base = base_for_sweep(spec)
     specs = [s for m in m_values for s in seeds_of(base.with_overrides({"model.m": m}), seeds)]
     out = Path(out)
-    res = run_sweep(specs, job, out / "runs", workers=workers, progress=progress, desc="m-sweep")
+    res = run_sweep(specs, job, out / "runs", workers=workers, progress=progress, desc="m-sweep",
+                    executor=executor, scheduler=scheduler)
+    write_dataset(res.records, out / "scaling.nc")
     rows, per_m = [], []
     for r in res.records:
         row = {"m": r.spec.model.m, "seed": r.seed, "status": r.status, "error": r.error, "key": r.key}

@@ -15,9 +15,13 @@ with its message (and cached: the same spec fails the same way; ``retry_failed=T
 it); any other exception is recorded as failed but not cached. Either way the other members go on.
 
 Parallelism: ``workers > 1`` runs members in a pool of processes (spawn; each process compiles the
-model once). Members of one sweep share a model structure, so within a process one compile serves
-them all; :func:`integrate_spec` integrates in chunks of :data:`flowmoe.phases.N_FINE` saved times
-so that the same compiled solver also serves the re-integrated brackets of :mod:`flowmoe.phases`.
+model once); ``executor="dask"`` runs them on a Dask cluster instead (a local one of ``workers``
+processes, or a running one given by its scheduler address: :mod:`flowmoe.dask_executor`), with the
+same cache. Every executor goes through one seam (:class:`LocalPool`'s four methods), so the cache,
+resume and failure handling here serve them all. Members of one sweep share a model structure, so
+within a process one compile serves them all; :func:`integrate_spec` integrates in chunks of
+:data:`flowmoe.phases.N_FINE` saved times so that the same compiled solver also serves the
+re-integrated brackets of :mod:`flowmoe.phases`.
 (Runs are not batched with ``vmap``: adaptive steps would make every member take the steps of the
 stiffest one, and early stopping differs per member.)
 """
@@ -244,21 +248,89 @@ class SweepResult:
         return [r for r in self.records if not r.ok]
 
 
+# One process per core: keep XLA from starting a thread pool per process.
+XLA_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+EXECUTORS = ("local", "dask")
+
+
 def _worker_init():
-    # One process per core: keep XLA from starting a thread pool per process.
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    os.environ.setdefault("XLA_FLAGS", XLA_SINGLE_THREAD)
+
+
+class LocalPool:
+    """The local executor: a spawn process pool (submit / as_completed / drain / close).
+
+    The seam of :func:`run_sweep`: any object with these four methods runs members, e.g.
+    :class:`flowmoe.dask_executor.DaskExecutor`; the cache and resume logic stays in run_sweep."""
+
+    def __init__(self, workers: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
+
+    def submit(self, fn, *args):
+        return self.pool.submit(fn, *args)
+
+    def as_completed(self, futures):
+        return cf.as_completed(futures)
+
+    def drain(self, futures) -> None:
+        """Drop the members not started; those running finish and are cached."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        # After drain() this waits for nothing; (a `with` block would wait for every queued member
+        # before an interruption reached drain()).
+        self.pool.shutdown(wait=True)
+
+
+def check_executor(executor, scheduler=None) -> None:
+    """One-line SpecErrors for a bad ``executor``/``scheduler`` pair (before any member runs)."""
+    if not isinstance(executor, str):
+        missing = [m for m in ("submit", "as_completed", "drain", "close") if not hasattr(executor, m)]
+        if missing:
+            raise SpecError("executor", f"got {type(executor).__name__} without {missing}; allowed: "
+                                        f"{', '.join(EXECUTORS)} or an object with "
+                                        "submit/as_completed/drain/close")
+        if scheduler:
+            raise SpecError("scheduler", "only with executor 'dask'")
+        return
+    if executor not in EXECUTORS:
+        raise SpecError("executor", f"got {executor!r}; allowed: {', '.join(EXECUTORS)}")
+    if scheduler and executor != "dask":
+        raise SpecError("scheduler", f"needs --executor dask (got --executor {executor}); without "
+                                     "--scheduler, --executor dask starts a local cluster of --workers processes")
+    if executor == "dask":
+        from .dask_executor import import_distributed
+
+        import_distributed()
+
+
+def open_executor(executor, workers: int, scheduler=None):
+    """The executor object for ``executor`` ("local", "dask" or an object, returned as it is)."""
+    if not isinstance(executor, str):
+        return executor
+    if executor == "dask":
+        from .dask_executor import DaskExecutor
+
+        return DaskExecutor(workers=workers, scheduler=scheduler, xla_flags=XLA_SINGLE_THREAD)
+    return LocalPool(workers)
 
 
 def run_sweep(specs, job, folder, workers: int = 1, progress: bool = True, desc: str = "sweep",
-              retry_failed: bool = False, on_result=None) -> SweepResult:
+              retry_failed: bool = False, on_result=None, executor="local", scheduler=None) -> SweepResult:
     """Run ``job`` on each spec, reusing ``folder``'s cache; returns records in the order of ``specs``.
 
     ``on_result(record)`` is called after each newly computed member (in the parent process).
+    ``executor``: "local" (default: in this process when ``workers == 1``, else a spawn process pool of
+    ``workers``), "dask" (a ``LocalCluster`` of ``workers`` processes, or the running cluster whose
+    scheduler address is ``scheduler``; :mod:`flowmoe.dask_executor`) or an executor object (see
+    :class:`LocalPool`). The cache, resume and failure handling are the same for all of them.
     """
     from tqdm.auto import tqdm
 
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise SpecError("workers", f"must be an integer ≥ 1, got {workers!r}")
+    check_executor(executor, scheduler)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -291,19 +363,18 @@ def run_sweep(specs, job, folder, workers: int = 1, progress: bool = True, desc:
         if on_result is not None:
             on_result(rec)
 
+    ex = None
     try:
-        if workers == 1 or len(todo) <= 1:
+        if executor == "local" and (workers == 1 or len(todo) <= 1):
             for idx in todo:
                 done(idx, execute(job, specs[idx].to_dict(), keys[idx], str(folder)))
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                          initializer=_worker_init)
-            # Not a `with` block: its exit calls shutdown() again, which would undo cancel_futures.
+        elif todo:
+            ex = open_executor(executor, min(workers, len(todo)), scheduler)
+            futures = {}
             try:
-                futures = {pool.submit(execute, job, specs[idx].to_dict(), keys[idx], str(folder)): idx
-                           for idx in todo}
-                for fut in cf.as_completed(futures):
+                for idx in todo:
+                    futures[ex.submit(execute, job, specs[idx].to_dict(), keys[idx], str(folder))] = idx
+                for fut in ex.as_completed(futures):
                     idx = futures[fut]
                     try:
                         raw = fut.result()
@@ -314,10 +385,11 @@ def run_sweep(specs, job, folder, workers: int = 1, progress: bool = True, desc:
                     done(idx, raw)
             except BaseException:
                 # Interrupted: drop the members not started; those running finish and are cached.
-                pool.shutdown(wait=True, cancel_futures=True)
+                ex.drain(list(futures))
                 raise
-            pool.shutdown(wait=True)
     finally:
+        if ex is not None:
+            ex.close()
         bar.close()
     result.records = [records[i] for i in sorted(records)]
     result.wall_s = time.perf_counter() - t0

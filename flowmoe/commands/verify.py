@@ -25,15 +25,26 @@ def register(sub) -> None:
         description="Integrate each seed of a preset (cached per run under OUT/runs, resumable, parallel with "
                     "--workers), analyse its phases, evaluate the paper's claims and your own (--claims FILE.py), "
                     "print a table (claim, holds in x of N runs, worst margin, failing seeds and the command that "
-                    "replays one) and write OUT/verify.json and OUT/verify.md. With --scaling d: sweep d × seeds, "
+                    "replays one) and write OUT/verify.json, OUT/verify.md and OUT/verify.nc (every run's numbers "
+                    "as labelled arrays over seed: xarray.open_dataset). --executor dask runs the sweep on a Dask "
+                    "cluster (local, or --scheduler ADDRESS). With --scaling d: sweep d × seeds, "
                     "fit the alignment time against d with a bootstrap CI and compare with √d/(4.5κ) "
-                    "(OUT/scaling.json, .png, .md); with --scaling m: for fixed m⋆, the fraction of runs that "
+                    "(OUT/scaling.json, .png, .md, .nc); with --scaling m: for fixed m⋆, the fraction of runs that "
                     "recover every teacher against m.")
     add_spec_arguments(p)
     p.add_argument("--seeds", default=None, help="seeds, e.g. 0-15 or 0,3,7 (default 0-7; --scaling: 0-15)")
     p.add_argument("--out", help="output folder (default: runs/verify-NAME, runs/scaling-d-NAME, runs/scaling-m-NAME); "
                                  "OUT/runs is the cache: the same command again resumes")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="parallel processes (default 1); with --executor dask and no --scheduler: the workers of "
+                        "the local Dask cluster")
+    p.add_argument("--executor", default="local",
+                   help="local (default: this process, or a process pool with --workers > 1) or dask "
+                        "(dask.distributed: pip install 'flowmoe[dask]'); same cache, same results as the "
+                        "process pool")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --executor dask: address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                        "(default: start a LocalCluster of --workers processes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--retry-failed", action="store_true", help="recompute cached runs that failed")
     g = p.add_argument_group("claims")
@@ -71,7 +82,7 @@ def register(sub) -> None:
 
 def _cmd_verify(args) -> int:
     from . import resolve_spec
-    from ..sweep import parse_seeds
+    from ..sweep import check_executor, parse_seeds
 
     if args.list_claims:
         from ..claims import all_named
@@ -82,6 +93,7 @@ def _cmd_verify(args) -> int:
     spec = resolve_spec(args)
     if args.workers < 1:
         raise SpecError("workers", f"must be ≥ 1, got {args.workers}")
+    check_executor(args.executor, args.scheduler)
     # The default folder has no time stamp, so that running the same command again resumes from its
     # cache (runs are keyed by their full spec, so different specs share the folder safely).
     if args.scaling:
@@ -103,6 +115,7 @@ def _cmd_verify(args) -> int:
 def _claims(args, spec: RunSpec, seeds, out: Path) -> int:
     from ..claims import all_named, builtin_claims, evaluate, format_rule_predictions, format_table, load_claims
     from ..claims import rule_predictions
+    from ..labelled import write_dataset
     from ..sweep import run_sweep, seeds_of
 
     if args.finetune_t_end < 0 or not math.isfinite(args.finetune_t_end):
@@ -127,7 +140,7 @@ def _claims(args, spec: RunSpec, seeds, out: Path) -> int:
     _log(f"{spec.name}: m={spec.model.m}, m*={spec.model.m_star}, d={spec.model.d}, seeds {seeds[0]}..{seeds[-1]} "
          f"({len(seeds)}), t_end={spec.solver.t_end:g}; cache {out / 'runs'}")
     res = run_sweep(seeds_of(spec, seeds), job, out / "runs", workers=args.workers, progress=not args.quiet,
-                    desc="verify", retry_failed=args.retry_failed)
+                    desc="verify", retry_failed=args.retry_failed, executor=args.executor, scheduler=args.scheduler)
     summaries = evaluate(claims, res.records)
     replay = _replay(args, spec)
     table = format_table(summaries, replay)
@@ -144,8 +157,9 @@ def _claims(args, spec: RunSpec, seeds, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "verify.json", to_json(record), indent=1)
     (out / "verify.md").write_text(_markdown(spec, seeds, table, summaries, res, rules_text))
+    write_dataset(res.records, out / "verify.nc")
     _log(f"{res.computed} runs computed, {res.loaded} loaded from the cache, {res.wall_s:.1f} s; wrote "
-         f"{out / 'verify.json'}, {out / 'verify.md'}")
+         f"{out / 'verify.json'}, {out / 'verify.md'}, {out / 'verify.nc'}")
     if args.strict and any(s.failing for s in summaries):
         return 1
     return 0
@@ -190,7 +204,7 @@ def _scaling(args, spec: RunSpec, seeds, out: Path) -> int:
     if args.n_boot < 100:
         raise SpecError("n-boot", f"must be ≥ 100 bootstrap resamples for a meaningful interval, got {args.n_boot}")
     common = {"horizon": args.horizon, "t_min": args.t_min, "n_save": args.n_save, "workers": args.workers,
-              "progress": not args.quiet}
+              "progress": not args.quiet, "executor": args.executor, "scheduler": args.scheduler}
     t0 = time.perf_counter()
     if args.scaling == "d":
         values = args.values or ",".join(map(str, DEFAULT_D))
@@ -215,7 +229,8 @@ def _scaling(args, spec: RunSpec, seeds, out: Path) -> int:
             print(f"  m = {p['m']:>4}: every teacher recovered in {p['all_recovered']}/{p['runs']} runs "
                   f"(95% CI [{_g(p['ci'][0])}, {_g(p['ci'][1])}])")
     _log(f"{c['computed']} runs computed, {c['loaded']} loaded, {time.perf_counter() - t0:.1f} s; median "
-         f"{_g(c['median_run_s'])} s per computed run; wrote {out / 'scaling.json'}, {out / 'scaling.md'}")
+         f"{_g(c['median_run_s'])} s per computed run; wrote {out / 'scaling.json'}, {out / 'scaling.md'}, "
+         f"{out / 'scaling.nc'}")
     return 0
 
 
