@@ -39,12 +39,12 @@ from .api import gradient_flow
 from .errors import SolveError, SpecError
 from .io import check_out_dir, write_json
 from .plotting.compare import overlay_figure, study_figure
+from .names import METRICS
 from .observables import matching, pair_T1
 from .spec import SolverSpec
 from .simulate import METHODS, USES_BATCH, USES_SAMPLES, check_options, simulate
 from .trajectory import Trajectory
 
-METRICS = ("alignment", "matched", "loss_rel", "loss_abs", "gram")
 
 
 # --- deviation metrics ------------------------------------------------------------------------

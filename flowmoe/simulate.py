@@ -42,15 +42,13 @@ from .data import InputDistribution, StandardGaussian
 from .errors import SolveError, SpecError
 from .gates import get_expert, get_gate
 from .layout import Layout
+from .names import METHODS, USES_BATCH, USES_SAMPLES
 from .model import MoEModel, gram_of, moe_model, population_backend
 from .ode import loss_along
 from .provenance import Provenance
 from .spec import _float, _int
 from .trajectory import Trajectory
 
-METHODS = ("population-gd", "online-sgd", "gd", "minibatch-sgd")
-USES_BATCH = ("online-sgd", "minibatch-sgd")
-USES_SAMPLES = ("gd", "minibatch-sgd")
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 CHUNK = 64
 DEFAULT_SAVES = 200

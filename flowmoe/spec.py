@@ -9,7 +9,6 @@ the object is built; a bad value raises :class:`~flowmoe.errors.SpecError` namin
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import json
 import math
 import tomllib
@@ -20,6 +19,7 @@ import numpy as np
 
 from .errors import SpecError
 from .gates import GATES, check_expert_degree, get_expert, get_gate
+from .presets import preset_names, preset_text
 
 TEACHER_GEOMETRIES = ("orthonormal", "routers-orthonormal", "experts-orthonormal", "gram")
 ROUTER_INITS = ("orthogonal", "plain")
@@ -348,17 +348,11 @@ def _split(item: str):
     return key.strip(), value
 
 
-def preset_names() -> list[str]:
-    files = importlib.resources.files("flowmoe.presets").iterdir()
-    return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
-
-
 def load_preset(name: str) -> RunSpec:
     names = preset_names()
     if name not in names:
         raise SpecError("preset", f"unknown preset {name!r}; allowed: {names}")
-    text = importlib.resources.files("flowmoe.presets").joinpath(f"{name}.toml").read_text()
-    return RunSpec.from_dict(tomllib.loads(text), name=name)
+    return RunSpec.from_dict(tomllib.loads(preset_text(name)), name=name)
 
 
 def load_config(path) -> RunSpec:

@@ -36,7 +36,7 @@ def resolve_spec(args):
 
 
 def add_spec_arguments(p: argparse.ArgumentParser, default_preset: str = "paper-fig1") -> None:
-    from ..spec import preset_names
+    from ..presets import preset_names
 
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", default=default_preset,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..compare import METRICS, compare_job, format_table, study_job
 from ..errors import SpecError
-from ..simulate import METHODS
+from ..names import METHODS, METRICS
 
 
 def _cmd_compare(args) -> int:
     from . import default_out, resolve_spec
+    from ..compare import compare_job, format_table, study_job
     from ..run import log
 
     spec = resolve_spec(args)

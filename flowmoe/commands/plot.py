@@ -56,8 +56,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SpecError
-from ..plotting import (MATCHINGS, alignment_figure, d_figure, finetune_figure, loss_figure, m_figure,
-                        overlay_figure, portrait_figure)
+from ..names import MATCHINGS
 from ..trajectory import Trajectory
 
 
@@ -111,6 +110,8 @@ def _run_title(traj: Trajectory, what: str) -> str:
 @plot_kind("alignment", needs=("trajectory.npz",),
            help="router and expert alignments against time (Fig.-1 style), from a `flowmoe run` folder")
 def _plot_alignment(run_dir: Path, out: Path, args) -> list[Path]:
+    from ..plotting import alignment_figure
+
     traj = Trajectory.load(run_dir / "trajectory.npz")
     thr, _ = _observe_settings(traj, run_dir, args)
     return alignment_figure(traj, out, thr, title=_run_title(traj, "alignments"))
@@ -119,6 +120,8 @@ def _plot_alignment(run_dir: Path, out: Path, args) -> list[Path]:
 @plot_kind("loss", needs=("trajectory.npz",),
            help="loss on a log scale with T1 and T_c marked, and the error terms, from a `flowmoe run` folder")
 def _plot_loss(run_dir: Path, out: Path, args) -> list[Path]:
+    from ..plotting import loss_figure
+
     traj = Trajectory.load(run_dir / "trajectory.npz")
     thr, tol = _observe_settings(traj, run_dir, args)
     return loss_figure(traj, out, thr, tol, title=_run_title(traj, "loss"), match=args.matching)
@@ -127,6 +130,7 @@ def _plot_loss(run_dir: Path, out: Path, args) -> list[Path]:
 @plot_kind("portrait", needs=("portrait.json", "portrait.npz"),
            help="phase portrait, from a `flowmoe portrait` folder")
 def _plot_portrait(run_dir: Path, out: Path, args) -> list[Path]:
+    from ..plotting import portrait_figure
     from ..portrait import Portrait
 
     return portrait_figure(Portrait.load(run_dir), out)
@@ -170,6 +174,7 @@ def _plot_compare(run_dir: Path, out: Path, args) -> list[Path]:
     """:func:`flowmoe.plotting.compare.overlay_figure` from ode.npz and sim-METHOD.npz, in the order of
     summary.json's rows, with the title ``flowmoe compare`` gave it."""
     from ..compare import overlay_title
+    from ..plotting import overlay_figure
 
     path = run_dir / "summary.json"
     record = _read_json(path)
@@ -198,6 +203,7 @@ def _plot_scaling(run_dir: Path, out: Path, args) -> list[Path]:
     """:func:`flowmoe.plotting.scaling.d_figure` or :func:`~flowmoe.plotting.scaling.m_figure` from scaling.json
     (None in the file is NaN in memory: :func:`flowmoe.phases.from_json`)."""
     from ..phases import from_json
+    from ..plotting import d_figure, m_figure
 
     path = run_dir / "scaling.json"
     record = _read_json(path)
@@ -228,6 +234,7 @@ def _plot_finetune(run_dir: Path, out: Path, args) -> list[Path]:
     first frame of finetune_trajectory.npz (:func:`~flowmoe.finetune.modal_decomposition`, the
     Hessian at the teacher point: seconds) and checked against the same total."""
     from ..finetune import LOSS_FLOOR, finetune_title, fit_loss_rate
+    from ..plotting import finetune_figure
 
     path = run_dir / "finetune.json"
     record = _read_json(path)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import SpecError
-from ..io import write_json
-from ..plotting import portrait_figure
-from ..portrait import (REDUCTIONS, SLICE_NAMES_HELP, Plane, _overlap_value, compute_portrait, gram_entry,
-                        make_plane, pair_reduction, slice_reduction, symmetric_reduction)
+from ..names import REDUCTIONS, SLICE_NAMES_HELP
+
+if TYPE_CHECKING:
+    from ..portrait import Plane
 
 
 def _parse_fix(items) -> dict:
@@ -42,6 +43,8 @@ def _parse_starts(text):
 
 def plane_from_args(args) -> tuple[Plane, np.ndarray | None, str]:
     """The plane, the base point (slices) and a description of the base state, from CLI arguments."""
+    from ..portrait import _overlap_value, gram_entry, make_plane, pair_reduction, slice_reduction, symmetric_reduction
+
     fix = _parse_fix(args.fix)
     has_spec = bool(args.preset or args.config)
     reduction = args.reduction or ("slice" if has_spec else "pair")
@@ -108,6 +111,9 @@ def _base_state(spec, args):
 
 def _cmd_portrait(args) -> int:
     from . import default_out
+    from ..io import write_json
+    from ..plotting import portrait_figure
+    from ..portrait import compute_portrait
 
     plane, base, _ = plane_from_args(args)
     red = plane.reduction
@@ -145,7 +151,7 @@ def _cmd_portrait(args) -> int:
 
 
 def register(sub) -> None:
-    from ..spec import preset_names
+    from ..presets import preset_names
 
     p = sub.add_parser(
         "portrait", help="phase portrait of a reduced system or a 2-D slice (fixed points, nullclines, separatrices)",

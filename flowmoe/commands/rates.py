@@ -10,9 +10,9 @@ from ..errors import SpecError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..rates.presets import PRESETS
+    from ..names import RATE_PRESETS
 
-    p.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--preset", required=True, help=f"one of: {', '.join(RATE_PRESETS)}")
     p.add_argument("--out", required=True, help="output folder (resumable: finished n are kept)")
     p.add_argument("--n", nargs="+", default=None, metavar="N",
                    help="sample sizes (default: the preset's protocol)")

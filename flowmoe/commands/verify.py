@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
-
 import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import SpecError
-from ..io import write_json
-from ..phases import PhaseOptions, to_json
-from ..spec import RunSpec
-from ..verify import VerifyJob
+
+if TYPE_CHECKING:
+    from ..spec import RunSpec
 
 
 # The command --------------------------------------------------------------------------------
@@ -99,7 +98,10 @@ def _cmd_verify(args) -> int:
 
 def _claims(args, spec: RunSpec, seeds, out: Path) -> int:
     from ..claims import all_named, builtin_claims, evaluate, format_table, load_claims
+    from ..io import write_json
+    from ..phases import PhaseOptions, to_json
     from ..sweep import run_sweep, seeds_of
+    from ..verify import VerifyJob
 
     if args.finetune_t_end < 0 or not math.isfinite(args.finetune_t_end):
         raise SpecError("finetune-t-end", f"must be ≥ 0, got {args.finetune_t_end}")

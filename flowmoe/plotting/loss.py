@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpecError
+from ..names import MATCHINGS
 from ..observables import DEFAULT_TC_TERMS, error_terms, matching, pair_T1, time_Tc
 from ..trajectory import Trajectory
 from . import style
-
-
-MATCHINGS = ("initial", "final")
 
 
 def loss_markers(traj: Trajectory, threshold: float = 0.9, error_tol: float = 0.05,

@@ -72,7 +72,8 @@ from ..io import write_json
 from .curves import default_starts, integrate_plane, separatrices, trajectories, trajectory_mode
 from .fixed_points import classify, find_fixed_points, newton
 from .plane import Plane, _overlap_value, make_plane
-from .reduction import (OVERLAPS, PSD_TOL, REDUCTIONS, SLICE_NAMES_HELP, Reduction, gram_entry, pair_reduction,
+from ..names import OVERLAPS, REDUCTIONS, SLICE_NAMES_HELP
+from .reduction import (PSD_TOL, Reduction, gram_entry, pair_reduction,
                         slice_reduction, symmetric_reduction)
 
 
