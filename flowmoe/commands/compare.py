@@ -31,7 +31,8 @@ def _cmd_compare(args) -> int:
     record = compare_job(spec, out, args.method, lr=args.lr, t_end=t_end, batch=args.batch, n=args.n,
                          seed=args.seed, save_every=args.save_every,
                          dtype="float32" if args.float32 else "float64", tol=args.tol, figure=args.figure,
-                         progress=not args.quiet, log=None if args.quiet else log, project=args.project)
+                         progress=not args.quiet, log=None if args.quiet else log, project=args.project,
+                         command=getattr(args, "command_line", None))
     print(format_table(record["rows"], args.tol))
     for row in record["rows"]:
         if row["error"]:
