@@ -395,3 +395,44 @@ def test_plot_redraw_kinds_bad_folders(kind, damage, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "error: RUN_DIR:" in err and str(tmp_path) in err and needle in err
     assert not (tmp_path / f"{kind}.png").exists()
+
+
+def _damaged(traj, field):
+    t, gram, norms, loss = traj.t.copy(), traj.gram.copy(), traj.norms.copy(), traj.loss.copy()
+    if field == "t-repeat":
+        t[50] = t[49]
+    elif field == "t-back":
+        t[50] = t[10]
+    elif field == "t-nan":
+        t[7] = np.nan
+    elif field == "gram":
+        gram[30, 0, 4] = gram[30, 4, 0] = np.nan
+    elif field == "norms":
+        norms[40, 2] = np.inf
+    elif field == "loss":
+        loss[60:] = np.nan
+    return flowmoe.Trajectory(t, gram, norms, loss, traj.m, traj.m_star, {})
+
+
+@pytest.mark.parametrize("field, needle", [
+    ("t-repeat", "field 't' is not increasing: t[49] = 0.49, t[50] = 0.49"),
+    ("t-back", "field 't' is not increasing: t[49] = 0.49, t[50] = 0.1"),
+    ("t-nan", "field 't' has NaN or inf values at saved index 7"),
+    ("gram", "field 'gram' has NaN or inf values at saved index 30 (t = 0.3)"),
+    ("norms", "field 'norms' has NaN or inf values at saved index 40"),
+    ("loss", "field 'loss' has NaN or inf values at saved index 60 (t = 0.6)"),
+])
+@pytest.mark.parametrize("kind", ["alignment", "loss", "compare"])
+def test_plot_refuses_nan_and_non_increasing_times(kind, field, needle, tmp_path, capsys):
+    bad = _damaged(synthetic_trajectory(), field)
+    if kind == "compare":
+        _compare_folder(tmp_path)
+        name = "sim-online-sgd.npz"
+    else:
+        name = "trajectory.npz"
+    bad.save(tmp_path / name)
+    assert main(["plot", kind, str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"error: RUN_DIR: {tmp_path / name}: {needle}" in err
+    assert not list(tmp_path.glob("*.png"))

@@ -112,7 +112,7 @@ def _run_title(traj: Trajectory, what: str) -> str:
 def _plot_alignment(run_dir: Path, out: Path, args) -> list[Path]:
     from ..plotting import alignment_figure
 
-    traj = Trajectory.load(run_dir / "trajectory.npz")
+    traj = _load_traj(run_dir / "trajectory.npz")
     thr, _ = _observe_settings(traj, run_dir, args)
     return alignment_figure(traj, out, thr, title=_run_title(traj, "alignments"))
 
@@ -122,7 +122,7 @@ def _plot_alignment(run_dir: Path, out: Path, args) -> list[Path]:
 def _plot_loss(run_dir: Path, out: Path, args) -> list[Path]:
     from ..plotting import loss_figure
 
-    traj = Trajectory.load(run_dir / "trajectory.npz")
+    traj = _load_traj(run_dir / "trajectory.npz")
     thr, tol = _observe_settings(traj, run_dir, args)
     return loss_figure(traj, out, thr, tol, title=_run_title(traj, "loss"), match=args.matching)
 
@@ -153,14 +153,38 @@ def _require(record: dict, path: Path, keys: tuple, writer: str) -> None:
 
 
 def _load_traj(path: Path) -> Trajectory:
+    """The trajectory in ``path``, refused (one line naming the file and the field) if it cannot be
+    drawn truthfully: no saved times, times not finite or not increasing, NaN or inf in the data."""
     if not path.is_file():
         raise SpecError("RUN_DIR", f"{path.parent} has no {path.name}")
     try:
-        return Trajectory.load(path)
+        traj = Trajectory.load(path)
     except SpecError as err:
         raise SpecError("RUN_DIR", str(err)) from None
     except (OSError, EOFError, KeyError, IndexError, TypeError, ValueError) as err:  # e.g. malformed arrays
         raise SpecError("RUN_DIR", f"{path} is corrupt ({type(err).__name__}: {err})") from None
+    check_plottable(traj, path)
+    return traj
+
+
+def check_plottable(traj: Trajectory, path) -> None:
+    """SpecError on ``RUN_DIR`` naming ``path`` and the field when ``traj`` cannot be drawn as it is."""
+    t = traj.t
+    if len(t) == 0:
+        raise SpecError("RUN_DIR", f"{path}: field 't' holds no saved times: nothing to draw")
+    for name in ("t", "gram", "norms", "loss"):
+        values = getattr(traj, name)
+        bad = ~np.isfinite(values.reshape(len(t), -1)).all(axis=1)
+        if bad.any():
+            k = int(np.argmax(bad))
+            at = "" if name == "t" else f" (t = {t[k]:g})"
+            raise SpecError("RUN_DIR", f"{path}: field {name!r} has NaN or inf values at saved index {k}{at} and "
+                                       f"{int(bad.sum()) - 1} more; refusing to draw it")
+    steps = np.diff(t)
+    if (steps <= 0).any():
+        k = int(np.argmax(steps <= 0)) + 1
+        raise SpecError("RUN_DIR", f"{path}: field 't' is not increasing: t[{k - 1}] = {t[k - 1]:g}, "
+                                   f"t[{k}] = {t[k]:g}; refusing to draw it")
 
 
 def _malformed(path: Path, err: Exception) -> SpecError:

@@ -126,7 +126,7 @@ def _cmd_portrait(args) -> int:
         raise SpecError("--t-end", f"must be > 0, got {t_end}")
     portrait = compute_portrait(plane, grid=args.grid, starts=_parse_starts(args.starts), t_end=t_end,
                                 n_starts=args.fp_starts, with_trajectories=not args.no_trajectories,
-                                base_point=base)
+                                base_point=base, progress=not args.quiet)
     portrait.info["settings"] = {k: v for k, v in vars(args).items() if k != "func"}
     files = portrait.save(out)
     figs = portrait_figure(portrait, out / "portrait")
@@ -187,4 +187,5 @@ def register(sub) -> None:
     p.add_argument("--t-end", type=float, help="flow time of the trajectories (default 20)")
     p.add_argument("--no-trajectories", action="store_true", help="draw no trajectories")
     p.add_argument("--out", help="output folder (default runs/portrait-NAME-TIME)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_portrait)
