@@ -119,7 +119,7 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
     log(f"T1 per teacher (final matching) = {_fmt(summary['T1_per_pair_final_matching'])}: {final_rec}/{m.m_star} "
         f"recovered; initial greedy matching predicted the winners: {summary['matchings_agree']}; "
         f"final loss = {summary['final_loss']:.3e}")
-    log(f"wrote {out / 'trajectory.npz'}, {out / 'summary.json'}, {figs[0]} ({walls['total_s']:.1f} s)")
+    log(f"wrote {out}/: trajectory.npz, summary.json, {', '.join(p.name for p in figs)} ({walls['total_s']:.1f} s)")
     if interrupted is not None:
         log(f"interrupted at t = {traj.t[-1]:g}: saved what was computed (status: interrupted)")
         raise interrupted

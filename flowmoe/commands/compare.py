@@ -26,7 +26,7 @@ def _cmd_compare(args) -> int:
         print(f"online SGD (lr = {res['lr_sgd']:g}): deviation vs B {res['batches']}: from the ODE "
               f"{[f'{x:.3g}' for x in res['sgd_deviation_ode']]} (slope {res['sgd_slope_ode']:.3f}); from population "
               f"GD {[f'{x:.3g}' for x in res['sgd_deviation_pop']]} (slope {res['sgd_slope_pop']:.3f}, expected ≈ −0.5)")
-        print(f"wrote {out / 'study.json'}, {res['files'][0]}")
+        print(f"wrote {out / 'study.json'}, {', '.join(map(str, res['files']))}")
         return 0
     record = compare_job(spec, out, args.method, lr=args.lr, t_end=t_end, batch=args.batch, n=args.n,
                          seed=args.seed, save_every=args.save_every,

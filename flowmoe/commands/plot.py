@@ -21,9 +21,14 @@ Kinds (``flowmoe plot KIND RUN_DIR [--out PATH]``; default PATH = RUN_DIR/KIND):
   (:func:`flowmoe.plotting.scaling.d_figure`); from a ``--scaling m`` folder the recovery fraction against m;
 - ``finetune`` — from a ``flowmoe prune`` folder (finetune.json, finetune_trajectory.npz): the
   fine-tuning loss with the fitted and the predicted rate and the linearised flow
-  (:func:`flowmoe.plotting.finetune.finetune_figure`).
+  (:func:`flowmoe.plotting.finetune.finetune_figure`);
+- ``rates`` — from a ``flowmoe rates`` folder (rates.json): the Voronoi loss against n with the
+  fitted rate (:func:`flowmoe.plotting.rates.rates_figure`).
 
-The last three call the figure function of :mod:`flowmoe.plotting` that the writing command used, fed from its saved
+Trajectories with NaN or inf values, or with saved times that are not increasing, are refused
+with one line naming the file and the field (:func:`check_plottable`).
+
+The last four call the figure function of :mod:`flowmoe.plotting` that the writing command used, fed from its saved
 files: nothing is integrated or simulated again (the rate fit of ``finetune`` is re-made from the
 saved loss and checked against the saved rate; see :func:`_plot_finetune` for its linearised flow).
 
@@ -283,6 +288,21 @@ def _plot_finetune(run_dir: Path, out: Path, args) -> list[Path]:
                            floor=LOSS_FLOOR)
 
 
+@plot_kind("rates", needs=("rates.json",),
+           help="Voronoi loss against n with the fitted rate, from a `flowmoe rates` folder")
+def _plot_rates(run_dir: Path, out: Path, args) -> list[Path]:
+    """:func:`flowmoe.plotting.rates.rates_figure` from rates.json."""
+    from ..plotting.rates import rates_figure
+
+    path = run_dir / "rates.json"
+    record = _read_json(path)
+    _require(record, path, ("preset", "loss", "n", "loss_mean", "loss_sem", "loss_median"), "flowmoe rates")
+    try:
+        return rates_figure(record, out)
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise _malformed(path, err) from None
+
+
 def _linearised_loss(record: dict, traj: Trajectory, path: Path):
     """The loss of the linearised flow at the saved times, or None if the run had none."""
     from ..finetune import linear_loss, modal_decomposition, predict
@@ -334,7 +354,7 @@ def register(sub) -> None:
                        description=f"Draw one figure from a results folder, as PNG and SVG. Kinds — {kinds}.")
     p.add_argument("kind", metavar="KIND", help=f"one of: {', '.join(KINDS)}")
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by flowmoe run / portrait / compare / "
-                                                         "verify --scaling / prune")
+                                                         "verify --scaling / prune / rates")
     p.add_argument("--out", help="output path without suffix (default RUN_DIR/KIND); .png and .svg are written")
     p.add_argument("--threshold", type=float, help="alignment threshold for T1 (default: the run's, else 0.9)")
     p.add_argument("--error-tol", type=float, help="error tolerance for T_c (default: the run's, else 0.05)")

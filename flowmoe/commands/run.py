@@ -19,7 +19,7 @@ def _cmd_run(args) -> int:
 def _cmd_derive(args) -> int:
     from ..derive import write_derivations
 
-    for path in write_derivations(Path(args.out), expert=args.expert):
+    for path in write_derivations(Path(args.out), expert=args.expert, command=getattr(args, "command_line", None)):
         print(path)
     return 0
 
