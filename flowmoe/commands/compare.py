@@ -53,7 +53,8 @@ def register(sub) -> None:
     p.add_argument("--method", nargs="+", default=["online-sgd"], choices=METHODS,
                    help="one or more simulators (default: online-sgd)")
     p.add_argument("--lr", type=float, default=0.01, help="step size; flow time t = lr × steps (default 0.01)")
-    p.add_argument("--t-end", type=float, default=None, help="flow time to simulate (default: the spec's solver.t_end)")
+    p.add_argument("--t-end", type=float, default=None, help="flow time to simulate (default: the spec's solver.t_end; 600 for the small preset, "
+                        "about 2 minutes of online SGD: --t-end 60 for a quick look)")
     p.add_argument("--batch", type=int, default=1000, help="batch size for online-sgd, minibatch-sgd (default 1000)")
     p.add_argument("--n", type=int, default=10000, help="number of fixed samples for gd, minibatch-sgd (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation's random draws (default 0)")

@@ -13,6 +13,11 @@ from ..trajectory import Trajectory
 from . import style
 
 
+def t1_label(i: int, j: int, t1: float) -> str:
+    """Legend label of the T₁ line of the matched pair (student i, teacher j)."""
+    return f"$T_1$, student {i} → teacher {j}: {t1:.3g}"
+
+
 def loss_markers(traj: Trajectory, threshold: float = 0.9, error_tol: float = 0.05,
                  match: str = "initial") -> dict:
     """T₁ per matched pair, T₁ overall (the last pair to align; NaN unless all do) and T_c
@@ -36,7 +41,7 @@ def draw_loss(axes, traj: Trajectory, threshold: float = 0.9, error_tol: float =
     ax.semilogy(t, np.maximum(traj.loss, 1e-300), color="k", lw=1.4, label="population loss $L(t)$")
     for (i, j), t1 in zip(mk["pairs"], mk["T1_pairs"]):
         if np.isfinite(t1):
-            ax.axvline(t1, lw=0.7, alpha=0.8, **style.teacher_style(j))
+            ax.axvline(t1, lw=0.7, alpha=0.8, label=t1_label(i, j, t1), **style.teacher_style(j))
     if np.isfinite(mk["T1"]):
         ax.axvline(mk["T1"], color="k", lw=1.6, ls="--", label=f"$T_1$ = {mk['T1']:.3g} (all pairs ≥ {threshold:g})")
     else:
@@ -45,11 +50,10 @@ def draw_loss(axes, traj: Trajectory, threshold: float = 0.9, error_tol: float =
         ax.axvline(mk["Tc"], color="k", lw=1.6, ls=":", label=f"$T_c$ = {mk['Tc']:.3g} (errors < {error_tol:g})")
     else:
         ax.plot([], [], color="k", lw=1.6, ls=":", label=f"$T_c$: errors not below {error_tol:g} by the end")
-    ax.plot([], [], color=style.COLORS[1], lw=0.7, label=f"$T_1$ of each matched pair ({match} matching)")
     ax.set_xlabel("flow time $t$")
     ax.set_ylabel("$L$")
     ax.set_title("population loss (log scale)")
-    ax.legend(loc="lower left", frameon=False)
+    ax.legend(loc="lower left", frameon=False, title=f"$T_1$ per pair: {match} matching", title_fontsize=7)
     if len(axes) > 1:
         ax = axes[1]
         errs = error_terms(traj, mk["pairs"])
