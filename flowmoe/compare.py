@@ -220,7 +220,7 @@ def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None
             add(method, traj, error)
     except KeyboardInterrupt:
         done = (["ODE"] if ode is not None else []) + list(sims)
-        raise Interrupted(f"interrupted; finished or partial: {', '.join(done) or 'nothing'}",
+        raise Interrupted(f"finished or partial: {', '.join(done) or 'nothing'}",
                           partial=(ode, sims, rows)) from None
     return ode, sims, rows
 
