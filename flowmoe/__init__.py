@@ -30,13 +30,18 @@ __all__ = list(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'flowmoe' has no attribute {name!r}")
+    """A public name (imported from its submodule on first use), or a submodule: ``flowmoe.init``
+    works after ``import flowmoe`` alone, as it did when the package imported its API eagerly."""
     import importlib
+    import importlib.util
 
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'flowmoe' has no attribute {name!r}")
 
 
 def __dir__():

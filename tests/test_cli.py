@@ -78,6 +78,11 @@ print(jnp.ones(2).dtype, callable(flowmoe.simulate), type(flowmoe.simulate).__na
     assert _python(code).split() == ["float64", "True", "function", "flowmoe.api"]
     code = "import jax, flowmoe.kernel, jax.numpy as jnp; print(jnp.ones(2).dtype)"  # JAX imported first
     assert _python(code).strip() == "float64"
+    code = """
+import flowmoe
+print(flowmoe.init.initial_state.__module__, flowmoe.observables.matching.__module__, hasattr(flowmoe, "nonsense"))
+"""  # submodules are reachable from the package alone, as before
+    assert _python(code).split() == ["flowmoe.init", "flowmoe.observables", "False"]
 
 
 def test_python_dash_m_flowmoe_runs_the_command_line():
