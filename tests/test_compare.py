@@ -225,3 +225,20 @@ def test_norm_growth_is_the_ratio_of_norms(rng):
     sim = flowmoe.Trajectory(ref.t, ref.gram, norms, ref.loss, ref.m, ref.m_star)
     assert deviations(ref, sim)["norm_growth"] == pytest.approx(3.0, rel=1e-12)
     assert deviations(ref, ref)["norm_growth"] == pytest.approx(1.0, rel=1e-12)
+
+
+def test_ctrl_c_while_the_ode_integrates_writes_the_summary_only(tmp_path, monkeypatch, capsys):
+    import flowmoe.compare
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flowmoe.compare, "ode_at", interrupted)
+    out = tmp_path / "cmp"
+    assert main(["compare", "--preset", "small", "--method", "gd", "--n", "100", "--t-end", "1", "--out", str(out),
+                 "--quiet"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "finished or partial: nothing" in err
+    record = json.loads((out / "summary.json").read_text())
+    assert record["status"] == "interrupted" and record["rows"] == [] and record["files"] == ["summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
