@@ -45,7 +45,7 @@ def alignment_figure(traj, path, threshold: float = 0.9, title: str | None = Non
         axes[2].set_xlabel("flow time $t$")
         axes[2].set_title(r"population loss $L$ (lines: $T_1$ per pair)")
         if np.isfinite(T1).any():
-            axes[2].legend(loc="lower left", frameon=False, fontsize=6)
+            axes[2].legend(loc="upper right", framealpha=0.85, edgecolor="none", fontsize=6)
         if title:
             fig.suptitle(title)
         return style.save(fig, path)

@@ -53,18 +53,22 @@ def draw_loss(axes, traj: Trajectory, threshold: float = 0.9, error_tol: float =
     ax.set_xlabel("flow time $t$")
     ax.set_ylabel("$L$")
     ax.set_title("population loss (log scale)")
-    ax.legend(loc="lower left", frameon=False, title=f"$T_1$ per pair: {match} matching", title_fontsize=7)
+    ax.legend(loc="upper right", framealpha=0.85, edgecolor="none", title=f"$T_1$ per pair: {match} matching",
+              title_fontsize=7)
     if len(axes) > 1:
         ax = axes[1]
         errs = error_terms(traj, mk["pairs"])
         styles = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]
+        top = error_tol
         for name, ls in zip(DEFAULT_TC_TERMS, styles):
-            ax.semilogy(t, np.maximum(np.max(errs[name], axis=1), 1e-300), color="k", ls=ls, lw=1.0,
-                        label=_TERM_LABEL.get(name, name))
+            worst = np.max(errs[name], axis=1)
+            top = max(top, float(np.nanmax(worst, initial=0.0)))
+            ax.semilogy(t, np.maximum(worst, 1e-300), color="k", ls=ls, lw=1.0, label=_TERM_LABEL.get(name, name))
         ax.axhline(error_tol, color=style.COLORS[2], lw=1.0, label=f"tolerance {error_tol:g}")
         if np.isfinite(mk["Tc"]):
             ax.axvline(mk["Tc"], color="k", lw=1.6, ls=":")
-        ax.set_ylim(bottom=error_tol * 1e-4)  # exact zeros (e.g. an orthogonalised router) are off-scale
+        # exact zeros (e.g. an orthogonalised router) are off-scale below, and do not stretch the axis above
+        ax.set_ylim(error_tol * 1e-4, 3.0 * top)
         ax.set_xlabel("flow time $t$")
         ax.set_title("error terms defining $T_c$ (max over matched pairs)")
         ax.legend(loc="lower left", frameon=False)

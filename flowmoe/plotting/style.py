@@ -64,7 +64,7 @@ def tidy_log_axes(fig) -> None:
             axis.set_minor_formatter(NullFormatter())
             if lo > 0 and np.floor(np.log10(hi)) - np.ceil(np.log10(lo)) < 1:  # fewer than two powers of ten
                 axis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
-                axis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+                axis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(np.inf, np.inf)))
 
 
 def save(fig, path) -> list[Path]:
