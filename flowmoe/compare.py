@@ -49,7 +49,6 @@ from .simulate import METHODS, USES_BATCH, USES_SAMPLES, check_options, simulate
 from .trajectory import Trajectory
 
 
-
 # --- deviation metrics ------------------------------------------------------------------------
 
 
