@@ -396,6 +396,12 @@ def study_vectors(V, W, V_star, W_star, *, t_end, lrs, lr_sgd, batches, seeds=(0
             "sgd_slope_ode": fit_slope(batches, sgd_ode), "sgd_slope_pop": fit_slope(batches, sgd_pop)}
 
 
+def study_title(spec: dict) -> str:
+    """Title of the study figure from the spec (as a dict, as in study.json)."""
+    m = spec["model"]
+    return f"{spec['name']}: m*={m['m_star']}, m={m['m']}, d={m['d']}"
+
+
 def study_job(spec, out, *, t_end, lr, batch, lr_factors=(1, 0.5, 0.25, 0.125), batch_factors=(1, 4, 16, 64),
               seeds=(0,), metric="alignment", log=None) -> dict:
     from .init import initial_state
@@ -410,7 +416,7 @@ def study_job(spec, out, *, t_end, lr, batch, lr_factors=(1, 0.5, 0.25, 0.125), 
                         metric=metric, gate=m.gate, expert=m.expert, log=log)
     out = check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
-    figs = study_figure(res, out / "study", title=f"{spec.name}: m*={m.m_star}, m={m.m}, d={m.d}")
+    figs = study_figure(res, out / "study", title=study_title(spec.to_dict()))
     res["spec"] = spec.to_dict()
     res["files"] = [str(p) for p in figs]
     write_json(out / "study.json", res)

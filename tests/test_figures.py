@@ -508,3 +508,21 @@ def test_recovery_against_m_has_integer_ticks(tmp_path, caught):
     ax = caught[0].get_axes()[0]
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_plot_study_redraws_the_convergence_study(tmp_path, caught, capsys):
+    lrs, batches = [0.02, 0.01, 0.005], [10, 40, 160]
+    record = {"spec": {"name": "synthetic", "model": {"m_star": 1, "m": 2, "d": 7}}, "metric": "alignment",
+              "t_end": 1.0, "lrs": lrs, "gd_deviation": [2 * x for x in lrs], "gd_slope": 1.0, "lr_sgd": 0.01,
+              "batches": batches, "sgd_deviation_ode": [0.5 / b**0.5 for b in batches],
+              "sgd_deviation_pop": [0.4 / b**0.5 for b in batches], "sgd_slope_ode": -0.5, "sgd_slope_pop": -0.5}
+    (tmp_path / "study.json").write_text(json.dumps(record))
+    assert main(["plot", "study", str(tmp_path)]) == 0
+    _check_files([tmp_path / "study.png", tmp_path / "study.svg"])
+    (fig,) = caught
+    gd = [line for line in fig.get_axes()[0].get_lines() if line.get_label().startswith("population GD")][0]
+    np.testing.assert_allclose(gd.get_ydata(), [0.04, 0.02, 0.01], rtol=1e-12)
+    assert fig._suptitle.get_text() == "synthetic: m*=1, m=2, d=7"
+    (tmp_path / "study.json").write_text(json.dumps({"spec": {}}))
+    assert main(["plot", "study", str(tmp_path)]) == 2
+    assert "has no metric" in capsys.readouterr().err

@@ -84,6 +84,16 @@ def test_compare_folder(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_compare_study_folder(tmp_path, capsys):
+    """`flowmoe compare --study --out DIR`, `flowmoe plot study DIR`."""
+    out = tmp_path / "study"
+    text = _run(["compare", "--study", "--preset", "small", "--set", "model.d=10", "--lr", "0.02", "--batch", "20",
+                 "--t-end", "0.2", "--out", str(out), "--quiet"], capsys)
+    _check_wrote(out, text)
+    _plots(["study"], out, tmp_path, capsys)
+
+
+@pytest.mark.slow
 def test_portrait_folders(tmp_path, capsys):
     """`flowmoe portrait "--starts=…" --out DIR` and `--reduction symmetric --students 3`, `flowmoe plot portrait DIR`."""
     for name, argv in (("pair", ["--starts=-0.9,0.05;0.5,0.5"]), ("sym3", ["--reduction", "symmetric", "--students", "3"])):

@@ -22,13 +22,15 @@ Kinds (``flowmoe plot KIND RUN_DIR [--out PATH]``; default PATH = RUN_DIR/KIND):
 - ``finetune`` — from a ``flowmoe prune`` folder (finetune.json, finetune_trajectory.npz): the
   fine-tuning loss with the fitted and the predicted rate and the linearised flow
   (:func:`flowmoe.plotting.finetune.finetune_figure`);
+- ``study`` — from a ``flowmoe compare --study`` folder (study.json): the deviation against lr and
+  against the batch size with the fitted slopes (:func:`flowmoe.plotting.compare.study_figure`);
 - ``rates`` — from a ``flowmoe rates`` folder (rates.json): the Voronoi loss against n with the
   fitted rate (:func:`flowmoe.plotting.rates.rates_figure`).
 
 Trajectories with NaN or inf values, or with saved times that are not increasing, are refused
 with one line naming the file and the field (:func:`check_plottable`).
 
-The last four call the figure function of :mod:`flowmoe.plotting` that the writing command used, fed from its saved
+The last five call the figure function of :mod:`flowmoe.plotting` that the writing command used, fed from its saved
 files: nothing is integrated or simulated again (the rate fit of ``finetune`` is re-made from the
 saved loss and checked against the saved rate; see :func:`_plot_finetune` for its linearised flow).
 
@@ -225,6 +227,25 @@ def _plot_compare(run_dir: Path, out: Path, args) -> list[Path]:
     return overlay_figure(ode, sims, out, title=title)
 
 
+@plot_kind("study", needs=("study.json",),
+           help="deviation against lr (population GD) and batch size (online SGD) with fitted slopes, "
+                "from a `flowmoe compare --study` folder")
+def _plot_study(run_dir: Path, out: Path, args) -> list[Path]:
+    """:func:`flowmoe.plotting.compare.study_figure` from study.json, with the title the study gave it."""
+    from ..compare import study_title
+    from ..plotting import study_figure
+
+    path = run_dir / "study.json"
+    record = _read_json(path)
+    _require(record, path, ("spec", "metric", "t_end", "lrs", "gd_deviation", "gd_slope", "lr_sgd", "batches",
+                            "sgd_deviation_ode", "sgd_deviation_pop", "sgd_slope_ode", "sgd_slope_pop"),
+             "flowmoe compare --study")
+    try:
+        return study_figure(record, out, title=study_title(record["spec"]))
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise _malformed(path, err) from None
+
+
 @plot_kind("scaling", needs=("scaling.json",),
            help="T1 against d (log-log, per-seed points, fits with CI, √d/(4.5κ)) or the recovery fraction "
                 "against m, from a `flowmoe verify --scaling d|m` folder")
@@ -353,7 +374,7 @@ def register(sub) -> None:
     p = sub.add_parser("plot", help="draw a figure of the set from saved results",
                        description=f"Draw one figure from a results folder, as PNG and SVG. Kinds — {kinds}.")
     p.add_argument("kind", metavar="KIND", help=f"one of: {', '.join(KINDS)}")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by flowmoe run / portrait / compare / "
+    p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by flowmoe run / portrait / compare [--study] / "
                                                          "verify --scaling / prune / rates")
     p.add_argument("--out", help="output path without suffix (default RUN_DIR/KIND); .png and .svg are written")
     p.add_argument("--threshold", type=float, help="alignment threshold for T1 (default: the run's, else 0.9)")
