@@ -11,10 +11,13 @@ t = lr × steps, and reports how far apart they are:
   ODE at t = 0; the start is shared, so the students are the same);
 - ``loss``: max_t |L_sim − L_ode| and the same relative to L_ode (population losses, exact);
 - ``gram``: max_t of the largest |ΔG| entry (not permutation-invariant); T₁ from both; the
-  largest norm growth r(t)/r(0) − 1 of the simulation.
+  norm growth: the largest ratio r(t)/r(0) of a student vector's norm in the simulation (1 = no growth).
 
-A simulation *agrees* with the ODE when ``alignment`` and ``matched`` are ≤ ``tol`` and the
-relative loss deviation is ≤ ``tol``.
+Verdicts, one per criterion (:data:`CRITERIA_TEXT`): a simulation *agrees* with the ODE when its
+alignments do, i.e. ``alignment`` and ``matched`` are ≤ ``tol``, and it ran to the end. The loss
+gets its own verdict, ``loss_rel`` ≤ ``tol``, reported beside it and not folded into *agrees*:
+where the loss falls steeply (a teacher being recovered), a time shift that moves no alignment by
+more than ``tol`` changes the loss by far more than ``tol`` relative.
 
 The convergence study (``flowmoe compare --study``): population GD at several lr (expected
 deviation ∝ lr, slope 1 in log-log) and online SGD at several batch sizes B at one lr (noise
@@ -36,15 +39,14 @@ import time
 import numpy as np
 
 from .api import gradient_flow
-from .errors import SolveError, SpecError
+from .errors import Interrupted, SolveError, SpecError
 from .io import check_out_dir, write_json
 from .plotting.compare import overlay_figure, study_figure
+from .names import METRICS
 from .observables import matching, pair_T1
 from .spec import SolverSpec
 from .simulate import METHODS, USES_BATCH, USES_SAMPLES, check_options, simulate
 from .trajectory import Trajectory
-
-METRICS = ("alignment", "matched", "loss_rel", "loss_abs", "gram")
 
 
 # --- deviation metrics ------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def deviations(ref: Trajectory, sim: Trajectory, pairs=None, until: float | None
     out["loss_rel"] = float(np.max(dl / np.abs(ref.loss)))
     out["gram"] = float(np.max(np.abs(sim.gram - ref.gram)))
     students = 2 * sim.m
-    out["norm_growth"] = float(np.max(sim.norms[:, :students] / sim.norms[:1, :students]) - 1.0)
+    out["norm_growth"] = float(np.max(sim.norms[:, :students] / sim.norms[:1, :students]))
     t1_ref, t1_sim = pair_T1(ref, pairs, threshold), pair_T1(sim, pairs, threshold)
     out["T1_ode"] = _overall(t1_ref)
     out["T1_sim"] = _overall(t1_sim)
@@ -94,9 +96,20 @@ def deviations(ref: Trajectory, sim: Trajectory, pairs=None, until: float | None
     return out
 
 
+CRITERIA_TEXT = ("agrees: the teacher-wise best alignments ('alignment') and the matched pairs' alignments "
+                 "('matched') deviate by at most {tol:g} from the ODE's at every compared time, and the run "
+                 "finished; loss ok: the loss deviates by at most {tol:g} relative to the ODE's loss "
+                 "('loss (rel)'), a separate verdict")
+
+
 def agrees(dev: dict, tol: float) -> bool:
-    """Whether a simulation agrees with the ODE within ``tol`` (see the module docstring)."""
-    return dev["alignment"] <= tol and dev["matched"] <= tol and dev["loss_rel"] <= tol
+    """Whether a simulation's alignments agree with the ODE's within ``tol`` (see the module docstring)."""
+    return dev["alignment"] <= tol and dev["matched"] <= tol
+
+
+def loss_agrees(dev: dict, tol: float) -> bool:
+    """Whether the simulation's loss is within ``tol`` of the ODE's, relative to the ODE's loss."""
+    return dev["loss_rel"] <= tol
 
 
 def fit_slope(x, y) -> float:
@@ -156,7 +169,9 @@ def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None
     """Run the ODE and each simulator in ``methods`` from (V, W); returns (ode, sims, rows).
 
     ``batch`` and ``n`` are passed to the methods that use them. ``rows`` holds one dict per
-    method: the options, the deviations (:func:`deviations`), the status and ``agrees``.
+    method: the options, the deviations (:func:`deviations`), the status and ``agrees``. On Ctrl-C
+    raises :class:`~flowmoe.errors.Interrupted` whose ``partial`` is (ode or None, sims, rows) with
+    what was finished, the interrupted simulation's saves included (its row has status "interrupted").
     """
     if not methods:
         raise SpecError("method", f"give at least one of {list(METHODS)}")
@@ -174,23 +189,38 @@ def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None
     first = checked[methods[0]]
     times = save_times(first["lr"], first["steps"], first["save_every"])
     log = log or (lambda msg: None)
-    log(f"ODE to t = {times[-1]:g} at {len(times)} times")
-    t0 = time.perf_counter()
-    ode = ode_at(V, W, V_star, W_star, times, gate, expert, rtol, atol, solver=solver,
-                 model_backend_name=model_backend_name, backend_options=backend_options)
-    ode = ode.with_provenance(stats={**ode.provenance.stats, "wall_time_s": time.perf_counter() - t0})
-    sims, rows = {}, []
-    for method in methods:
-        log(f"simulating {method} (lr = {lr:g}, {first['steps']} steps)")
-        traj, error = run_simulation(V, W, V_star, W_star, method, progress=progress, **opts[method])
+    ode, sims, rows = None, {}, []
+
+    def add(method, traj, error, status=None):
         sims[method] = traj
         dev = deviations(ode, traj)
         row = {"method": method, "lr": float(lr), "batch": opts[method]["batch"], "n": opts[method]["n"],
                "seed": seed, "dtype": dtype, "project": project, "steps": traj.provenance.simulation["steps"],
-               "status": traj.provenance.status, "error": error,
+               "status": status or traj.provenance.status, "error": error,
                "wall_time_s": traj.provenance.stats.get("wall_time_s"), **dev}
-        row["agrees"] = bool(agrees(dev, tol)) and error is None
+        row["agrees"] = bool(agrees(dev, tol)) and error is None and row["status"] == "complete"
+        row["loss_agrees"] = bool(loss_agrees(dev, tol))
         rows.append(row)
+
+    try:
+        log(f"ODE to t = {times[-1]:g} at {len(times)} times")
+        t0 = time.perf_counter()
+        ode = ode_at(V, W, V_star, W_star, times, gate, expert, rtol, atol, solver=solver,
+                     model_backend_name=model_backend_name, backend_options=backend_options)
+        ode = ode.with_provenance(stats={**ode.provenance.stats, "wall_time_s": time.perf_counter() - t0})
+        for method in methods:
+            log(f"simulating {method} (lr = {lr:g}, {first['steps']} steps)")
+            try:
+                traj, error = run_simulation(V, W, V_star, W_star, method, progress=progress, **opts[method])
+            except Interrupted as err:  # keep the saves this simulation made
+                if err.partial is not None:
+                    add(method, err.partial, str(err), "interrupted")
+                raise
+            add(method, traj, error)
+    except KeyboardInterrupt:
+        done = (["ODE"] if ode is not None else []) + list(sims)
+        raise Interrupted(f"finished or partial: {', '.join(done) or 'nothing'}",
+                          partial=(ode, sims, rows)) from None
     return ode, sims, rows
 
 
@@ -198,16 +228,46 @@ def compare_vectors(V, W, V_star, W_star, methods, *, lr, steps=None, t_end=None
 
 
 def format_table(rows, tol: float) -> str:
-    """The deviation table as Markdown."""
-    head = ("| method | lr | batch | n | alignment | matched | loss (abs) | loss (rel) | norm growth "
-            "| T₁ per pair, ODE | T₁ per pair, sim | wall (s) | status | agrees (tol " + f"{tol:g}) |")
-    lines = [head, "|" + "---|" * 14]
+    """The deviation table as Markdown (each verdict column names its criterion; key: :func:`deviations_markdown`)."""
+    head = ("| method | lr | batch | n | alignment | matched | loss (abs) | loss (rel) | norm growth (×) "
+            "| T₁ per pair, ODE | T₁ per pair, sim | wall (s) | status "
+            f"| agrees (alignment, matched ≤ {tol:g}) | loss ok (rel ≤ {tol:g}) |")
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         lines.append(f"| {r['method']} | {r['lr']:g} | {_dash(r['batch'])} | {_dash(r['n'])} | "
                      f"{r['alignment']:.3g} | {r['matched']:.3g} | {r['loss_abs']:.3g} | {r['loss_rel']:.3g} | "
                      f"{r['norm_growth']:.3g} | {_fmt(r['T1_per_pair_ode'])} | {_fmt(r['T1_per_pair_sim'])} | "
-                     f"{r['wall_time_s']:.1f} | {r['status']} | {'yes' if r['agrees'] else 'no'} |")
+                     f"{_wall(r['wall_time_s'])} | {r['status']} | {'yes' if r['agrees'] else 'no'} | "
+                     f"{'yes' if r.get('loss_agrees') else 'no'} |")
     return "\n".join(lines)
+
+
+TABLE_KEY = """Key (every deviation is the maximum over the saved times both runs share, t = lr × steps):
+
+- **alignment** — teacher-wise best alignments: for each teacher j, max over students i of the router
+  alignment ⟨v̄_i, v⋆_j⟩ and of the expert alignment ⟨w̄_i, w⋆_j⟩, sorted over teachers; the larger of
+  the router and expert deviations |simulation − ODE|. Does not depend on how students are labelled.
+- **matched** — the same for the matched pairs' own alignments (greedy matching of the ODE at t = 0).
+- **loss (abs)**, **loss (rel)** — |L_sim − L_ode| and |L_sim − L_ode| / L_ode (exact population losses).
+- **norm growth (×)** — the largest ratio ‖u(t)‖ / ‖u(0)‖ over the students' router and expert vectors
+  in the simulation (1 = no growth; the ODE keeps the norms fixed).
+- **T₁ per pair** — the time both alignments of a matched pair reach the threshold, ODE and simulation (— : not reached).
+- **status** — complete, diverged (a norm or a parameter blew up) or interrupted (Ctrl-C).
+- **agrees**, **loss ok** — {criteria}.
+"""
+
+
+def deviations_markdown(rows, tol: float, command: str | None = None) -> str:
+    """deviations.md: the command that made it, the table and its key."""
+    lines = ["# flowmoe compare: deviations from the ODE", ""]
+    if command:
+        lines += [f"command: `{command}`", ""]
+    lines += [format_table(rows, tol), "", TABLE_KEY.format(criteria=CRITERIA_TEXT.format(tol=tol))]
+    return "\n".join(lines)
+
+
+def _wall(x):
+    return "—" if x is None else f"{x:.1f}"
 
 
 def _dash(x):
@@ -229,11 +289,14 @@ def overlay_title(spec: dict, rows) -> str:
 
 def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n=None, seed=0,
                 save_every=None, dtype="float64", tol=0.05, figure=None, progress=True, log=None,
-                project=False) -> dict:
+                project=False, command: str | None = None) -> dict:
     """``flowmoe compare``: ODE and simulators from the spec's start; write results into ``out``.
 
     Writes ``ode.npz``, ``sim-METHOD.npz``, ``deviations.md``, ``summary.json`` and
-    ``compare.png`` (+ .svg); also the figure at ``figure`` if given.
+    ``compare.png`` (+ .svg); also the figure at ``figure`` if given. ``command`` (the command
+    line that made it) is written into deviations.md and summary.json. On Ctrl-C the finished
+    parts are written, summary.json has ``"status": "interrupted"``, and
+    :class:`~flowmoe.errors.Interrupted` is raised again.
     """
     from .init import initial_state
     from .run import conventions, library_versions
@@ -246,28 +309,39 @@ def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n
     V, W, Vs, Ws = state.vectors
     if t_end is None and steps is None:
         t_end = spec.solver.t_end
-    ode, sims, rows = compare_vectors(V, W, Vs, Ws, methods, lr=lr, steps=steps, t_end=t_end, batch=batch, n=n,
-                                      seed=seed, save_every=save_every, dtype=dtype, gate=m.gate,
-                                      expert=m.expert, tol=tol, progress=progress, log=log, project=project,
-                                      solver=spec.solver, model_backend_name=m.backend,
-                                      backend_options=spec.backend_options)
-    ode = ode.with_provenance(spec=spec.to_dict())
-    ode.save(out / "ode.npz")
-    files = ["ode.npz"]
+    status, interrupted = "complete", None
+    try:
+        ode, sims, rows = compare_vectors(V, W, Vs, Ws, methods, lr=lr, steps=steps, t_end=t_end, batch=batch,
+                                          n=n, seed=seed, save_every=save_every, dtype=dtype, gate=m.gate,
+                                          expert=m.expert, tol=tol, progress=progress, log=log, project=project,
+                                          solver=spec.solver, model_backend_name=m.backend,
+                                          backend_options=spec.backend_options)
+    except Interrupted as err:
+        (ode, sims, rows), status, interrupted = err.partial, "interrupted", err
+    files = []
+    if ode is not None:
+        ode = ode.with_provenance(spec=spec.to_dict())
+        ode.save(out / "ode.npz")
+        files.append("ode.npz")
     for method, traj in sims.items():
         traj.with_provenance(spec=spec.to_dict()).save(out / f"sim-{method}.npz")
         files.append(f"sim-{method}.npz")
-    table = format_table(rows, tol)
-    (out / "deviations.md").write_text(table + "\n")
-    title = overlay_title(spec.to_dict(), rows)
-    figs = [p.name for p in overlay_figure(ode, sims, out / "compare", title=title)]
-    if figure:
-        figs += [str(p) for p in overlay_figure(ode, sims, figure, title=title)]
-    record = {"spec": spec.to_dict(), "conventions": conventions(spec), "versions": library_versions(),
-              "tol": tol, "ode_wall_time_s": ode.provenance.stats.get("wall_time_s"),
-              "ode_solver": {**ode.provenance.solver, **ode.provenance.stats}, "rows": rows,
-              "files": files + ["deviations.md"] + figs}
+    if rows:
+        (out / "deviations.md").write_text(deviations_markdown(rows, tol, command=command))
+        files.append("deviations.md")
+        title = overlay_title(spec.to_dict(), rows)
+        files += [p.name for p in overlay_figure(ode, sims, out / "compare", title=title)]
+        if figure:
+            files += [str(p) for p in overlay_figure(ode, sims, figure, title=title)]
+    record = {"status": status, "spec": spec.to_dict(), "conventions": conventions(spec),
+              "versions": library_versions(), "command": command, "tol": tol,
+              "criteria": CRITERIA_TEXT.format(tol=tol),
+              "ode_wall_time_s": None if ode is None else ode.provenance.stats.get("wall_time_s"),
+              "ode_solver": {} if ode is None else {**ode.provenance.solver, **ode.provenance.stats},
+              "rows": rows, "files": files + ["summary.json"]}
     write_json(out / "summary.json", record)
+    if interrupted is not None:
+        raise Interrupted(f"{interrupted}; wrote {out}/: {', '.join(record['files'])}", partial=record)
     return record
 
 
@@ -322,6 +396,12 @@ def study_vectors(V, W, V_star, W_star, *, t_end, lrs, lr_sgd, batches, seeds=(0
             "sgd_slope_ode": fit_slope(batches, sgd_ode), "sgd_slope_pop": fit_slope(batches, sgd_pop)}
 
 
+def study_title(spec: dict) -> str:
+    """Title of the study figure from the spec (as a dict, as in study.json)."""
+    m = spec["model"]
+    return f"{spec['name']}: m*={m['m_star']}, m={m['m']}, d={m['d']}"
+
+
 def study_job(spec, out, *, t_end, lr, batch, lr_factors=(1, 0.5, 0.25, 0.125), batch_factors=(1, 4, 16, 64),
               seeds=(0,), metric="alignment", log=None) -> dict:
     from .init import initial_state
@@ -336,7 +416,7 @@ def study_job(spec, out, *, t_end, lr, batch, lr_factors=(1, 0.5, 0.25, 0.125), 
                         metric=metric, gate=m.gate, expert=m.expert, log=log)
     out = check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
-    figs = study_figure(res, out / "study", title=f"{spec.name}: m*={m.m_star}, m={m.m}, d={m.d}")
+    figs = study_figure(res, out / "study", title=study_title(spec.to_dict()))
     res["spec"] = spec.to_dict()
     res["files"] = [str(p) for p in figs]
     write_json(out / "study.json", res)

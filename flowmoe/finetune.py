@@ -47,11 +47,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .api import flow_from_gram, population_grad
-from .errors import SpecError
+from .errors import Interrupted, SpecError
 from .io import check_out_dir, write_json
 from .backends.pair import gram_loss
 from .plotting.finetune import finetune_figure
 from .observables import greedy_matching
+from .progress import Stages
 from .prune import Network, PruningRule, prune
 from .trajectory import Trajectory
 
@@ -507,60 +508,84 @@ def _mode_groups(rates, shares, blocks, keep: int = 6) -> list[dict]:
              "blocks": sorted(g["blocks"])} for g in groups[:keep]]
 
 
+PRUNE_STAGES = ("prune", "hessian", "fine-tune", "fit", "write")
+
+
 def prune_and_finetune(run: Run, rule: PruningRule, out, t_end: float | None = None, n_save: int = 400,
-                       extra_dims: int = 2, at: float | None = None) -> dict:
+                       extra_dims: int = 2, at: float | None = None, progress: bool = False,
+                       command: str | None = None) -> dict:
     """Prune ``run`` at the saved time nearest ``at`` (default: the last), fine-tune by the Gram ODE,
     fit the rate and compare it with the Hessian's prediction; write OUT/finetune.json,
-    OUT/finetune_trajectory.npz and OUT/finetune.png (+ .svg). Returns the JSON record."""
+    OUT/finetune_trajectory.npz and OUT/finetune.png (+ .svg). Returns the JSON record.
+
+    ``progress`` shows the stages (:data:`PRUNE_STAGES`) on stderr; ``command`` (the command line)
+    is recorded. On Ctrl-C, finetune.json is written with ``"status": "interrupted"``, the stages
+    finished (``stages_done``) and their results (the pruning, the predicted rate), and
+    :class:`~flowmoe.errors.Interrupted` is raised again."""
     t_end, n_save, extra_dims, index = _check_job_options(run, t_end, n_save, extra_dims, at)
     out = check_out_dir(out)  # before any computation
-    result = prune(run.network(index), rule)
-    pruned = result.network
-    pred = predict(pruned, extra_dims, run.spec.model.d)
-    if t_end is None:
-        t_end = auto_t_end(result.loss_after, pred.loss_rate if pred else None)
-    traj = finetune(pruned, t_end, n_save)
-    pairs = teacher_matching(pruned) if pred else []
-    fit = fit_loss_rate(traj)
-    dfit = fit_distance_rate(traj, pairs) if pairs else None
-    modes, linear = None, None
-    if pred and extra_dims > 0:
-        rates, shares, blocks = modal_decomposition(pred.hess, pruned)
-        linear = linear_loss(rates, shares, traj.t)
-        modes = {"linear_loss_at_start": float(shares.sum()),
-                 "slowest": _mode_groups(rates, shares, blocks)}
-        if fit:
-            win = (traj.t >= fit.t0) & (traj.t <= fit.t1)
-            modes["linear_rate_on_fit_window"] = float(-np.polyfit(traj.t[win], np.log(linear[win]), 1)[0])
-    record = {
-        "run_dir": str(run.path),
-        "spec": run.spec.to_dict(),
-        "pruned_at": {"index": int(index % len(run.traj)), "t": float(run.traj.t[index])},
-        "rule": rule.name,
-        "rule_params": rule.params(),
-        "uses_teacher": rule.uses_teacher,
-        **{k: v for k, v in result.to_dict().items() if k not in ("rule", "params")},
-        "final_loss": float(traj.loss[-1]),
-        "fitted_rate": fit.rate if fit else None,
-        "predicted_rate": pred.loss_rate if pred else None,
-        "rate_relative_difference": (abs(fit.rate - pred.loss_rate) / pred.loss_rate
-                                     if (fit and pred) else None),
-        "fitted_distance_rate": dfit.rate if dfit else None,
-        "predicted_distance_rate": pred.distance_rate if pred else None,
-        "fit": fit.to_dict() if fit else None,
-        "distance_fit": dfit.to_dict() if dfit else None,
-        "hessian": dict(pred.hess.to_dict(), include_perp=pred.include_perp) if pred else None,
-        "modes": modes,
-        "notes": _notes(pred, fit, pruned, result.loss_after, float(traj.loss[-1])),
-        "matching": [[pruned.labels[i], j] for i, j in pairs],
-        "finetune": {"t_end": t_end, "n_save": n_save, "status": traj.provenance.status,
-                     "solver": {**traj.provenance.solver, **traj.provenance.stats}},
-    }
-    traj = traj.annotate(pruned_from=str(run.path), rule=rule.name, labels=list(pruned.labels))
-    traj.save(out / "finetune_trajectory.npz")
-    write_json(out / "finetune.json", record)
-    finetune_figure(traj, fit, pred.loss_rate if pred else None, out / "finetune", linear=linear, floor=LOSS_FLOOR,
-                    title=finetune_title(record))
+    stages = Stages(PRUNE_STAGES, "prune", progress)
+    record = {"status": "complete", "command": command, "run_dir": str(run.path), "spec": run.spec.to_dict(),
+              "pruned_at": {"index": int(index % len(run.traj)), "t": float(run.traj.t[index])},
+              "rule": rule.name, "rule_params": rule.params(), "uses_teacher": rule.uses_teacher}
+    try:
+        with stages.stage("prune"):
+            result = prune(run.network(index), rule)
+        pruned = result.network
+        record.update({k: v for k, v in result.to_dict().items() if k not in ("rule", "params")})
+        with stages.stage("hessian"):
+            pred = predict(pruned, extra_dims, run.spec.model.d)
+        record["predicted_rate"] = pred.loss_rate if pred else None
+        if t_end is None:
+            t_end = auto_t_end(result.loss_after, pred.loss_rate if pred else None)
+        with stages.stage("fine-tune"):
+            traj = finetune(pruned, t_end, n_save)
+        with stages.stage("fit"):
+            pairs = teacher_matching(pruned) if pred else []
+            fit = fit_loss_rate(traj)
+            dfit = fit_distance_rate(traj, pairs) if pairs else None
+            modes, linear = None, None
+            if pred and extra_dims > 0:
+                rates, shares, blocks = modal_decomposition(pred.hess, pruned)
+                linear = linear_loss(rates, shares, traj.t)
+                modes = {"linear_loss_at_start": float(shares.sum()),
+                         "slowest": _mode_groups(rates, shares, blocks)}
+                if fit:
+                    win = (traj.t >= fit.t0) & (traj.t <= fit.t1)
+                    modes["linear_rate_on_fit_window"] = float(-np.polyfit(traj.t[win], np.log(linear[win]), 1)[0])
+        record.update({
+            "final_loss": float(traj.loss[-1]),
+            "fitted_rate": fit.rate if fit else None,
+            "predicted_rate": pred.loss_rate if pred else None,
+            "rate_relative_difference": (abs(fit.rate - pred.loss_rate) / pred.loss_rate
+                                         if (fit and pred) else None),
+            "fitted_distance_rate": dfit.rate if dfit else None,
+            "predicted_distance_rate": pred.distance_rate if pred else None,
+            "fit": fit.to_dict() if fit else None,
+            "distance_fit": dfit.to_dict() if dfit else None,
+            "hessian": dict(pred.hess.to_dict(), include_perp=pred.include_perp) if pred else None,
+            "modes": modes,
+            "notes": _notes(pred, fit, pruned, result.loss_after, float(traj.loss[-1])),
+            "matching": [[pruned.labels[i], j] for i, j in pairs],
+            "finetune": {"t_end": t_end, "n_save": n_save, "status": traj.provenance.status,
+                         "solver": {**traj.provenance.solver, **traj.provenance.stats}},
+            "files": ["finetune.json", "finetune_trajectory.npz", "finetune.png", "finetune.svg"],
+        })
+        with stages.stage("write"):
+            traj = traj.annotate(pruned_from=str(run.path), rule=rule.name, labels=list(pruned.labels))
+            traj.save(out / "finetune_trajectory.npz")
+            write_json(out / "finetune.json", record)
+            finetune_figure(traj, fit, pred.loss_rate if pred else None, out / "finetune", linear=linear,
+                            floor=LOSS_FLOOR, title=finetune_title(record))
+    except KeyboardInterrupt:
+        stages.close()
+        record.update(status="interrupted", stages_done=list(stages.done), files=["finetune.json"])
+        write_json(out / "finetune.json", record)
+        done = ", ".join(stages.done) or "none"
+        raise Interrupted(f"stages finished: {done}; wrote {out / 'finetune.json'} (status: interrupted)",
+                          partial=record) from None
+    finally:
+        stages.close()
     return record
 
 

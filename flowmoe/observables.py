@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from .errors import SpecError
+from .names import MATCHINGS
 from .trajectory import Trajectory
 
 ERROR_TERMS = ("zeta1_max", "zeta1_sq", "zeta1_gap", "zeta2_max", "zeta2_sq", "zeta2_gap",
@@ -54,7 +55,7 @@ def matching(traj: Trajectory, at: int = 0) -> list[tuple[int, int]]:
     return greedy_matching(traj.expert_alignment[at])
 
 
-MATCHING_RULES = ("final", "initial", "escape-time", "hungarian")
+MATCHING_RULES = MATCHINGS
 PREDICTIVE_RULES = ("initial", "escape-time", "hungarian")
 
 

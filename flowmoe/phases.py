@@ -46,7 +46,8 @@ from scipy.optimize import brentq
 
 from .errors import SolveError, SpecError
 from .spec import _float
-from .observables import DEFAULT_TC_TERMS, ERROR_TERMS, MATCHING_RULES, error_terms, greedy_matching, match_pairs
+from .names import MATCHINGS
+from .observables import DEFAULT_TC_TERMS, ERROR_TERMS, error_terms, greedy_matching, match_pairs
 from .trajectory import Trajectory
 
 N_FINE = 33  # fine save points per re-integrated bracket (also the chunk size of flowmoe.sweep)
@@ -54,7 +55,6 @@ LEVELS = (0.1, 0.5, 0.9, 0.99)
 ESCAPE_RATE = 4.5  # 18 R₀₀(0) = 18/4: dβ/dt ≈ 4.5 β² at small β (docs/maths.md §4)
 EPS_A_CHOICES = ("threshold", "at-T1", "initial")
 DELTA_P_CHOICES = ("offtarget-sq", "offtarget-max", "inv-d", "inv-sqrt-d")
-MATCHINGS = MATCHING_RULES
 
 
 # Options ---------------------------------------------------------------------------------

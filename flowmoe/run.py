@@ -92,6 +92,16 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
         if bar is not None:
             bar.close()
     walls["integrate_s"] = time.perf_counter() - t1
+    if status == "complete" and traj.provenance.status == "stopped-early":
+        status = "steady-state"  # solver.steady_tol ended it before t_end
+    events = {k: traj.provenance.notes[k] for k in ("stiff_switch", "steady_state") if k in traj.provenance.notes}
+    if "stiff_switch" in events:
+        sw = events["stiff_switch"]
+        log(f"stiff tail: switched from {sw['from']} to {sw['to']} at t = {sw['t']:g} ({sw['reason']})")
+    if "steady_state" in events:
+        ss = events["steady_state"]
+        log(f"steady state at t = {ss['t']:g}: speed {ss['speed']:.3g} < solver.steady_tol = {ss['tol']:g}; "
+            f"stopped there (status steady-state)")
     traj = traj.with_provenance(spec=spec.to_dict()).annotate(conventions=conventions(spec))
     traj.save(out / "trajectory.npz")
     summary = summarize(traj, spec.observe.threshold, spec.observe.error_tol)
@@ -110,6 +120,7 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
         "backend": traj.provenance.model.get("backend", {}),
         "dynamics": list(traj.provenance.dynamics),
         "solver": {**traj.provenance.solver, **traj.provenance.stats},
+        "integration_events": events,
         "summary": summary,
         "wall_times": walls,
         "files": {"trajectory": "trajectory.npz", "figures": [p.name for p in figs]},
@@ -119,7 +130,7 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
     log(f"T1 per teacher (the student that recovered it) = {_fmt(summary['T1_per_pair'])}: "
         f"{summary['recovered']}/{m.m_star} recovered; the initial greedy matching predicted "
         f"{pred.get('hits', '?')}/{pred.get('decided', '?')} winners; final loss = {summary['final_loss']:.3e}")
-    log(f"wrote {out / 'trajectory.npz'}, {out / 'summary.json'}, {figs[0]} ({walls['total_s']:.1f} s)")
+    log(f"wrote {out}/: trajectory.npz, summary.json, {', '.join(p.name for p in figs)} ({walls['total_s']:.1f} s)")
     if interrupted is not None:
         log(f"interrupted at t = {traj.t[-1]:g}: saved what was computed (status: interrupted)")
         raise interrupted

@@ -233,10 +233,11 @@ def base_for_sweep(spec: RunSpec) -> RunSpec:
 
 def d_sweep(spec: RunSpec, d_values, seeds, out, *, time_name="T1-first", model="offset", horizon=None,
             t_min=50.0, n_save=321, n_boot=1000, workers=1, progress=True, plot=True, executor="local",
-            scheduler=None) -> dict:
+            scheduler=None, command=None) -> dict:
     """Sweep d × seeds, fit the time against d, write OUT/scaling.json, .png/.svg, .md and .nc (the runs as
     labelled arrays over d × seed, :mod:`flowmoe.labelled`); returns the JSON. ``executor``/``scheduler``:
-    see :func:`flowmoe.sweep.run_sweep`."""
+    see :func:`flowmoe.sweep.run_sweep`; ``command`` (the command line that asked for it) is written into
+    both documents."""
     d_values = _int_list(d_values, "values", 1)
     job = ScalingJob(time_name, DEFAULT_HORIZON[time_name] if horizon is None else horizon, t_min, n_save,
                      spec.observe.threshold)
@@ -291,7 +292,7 @@ def d_sweep(spec: RunSpec, d_values, seeds, out, *, time_name="T1-first", model=
         "prediction": "T ≈ √d/(4.5κ), κ = √d·γ⁽²⁾(0) of the pair that defines the run's time",
         "options": {"d_values": d_values, "seeds": list(map(int, seeds)), **job.describe(), "n_boot": n_boot,
                     "workers": workers},
-        "spec": base.to_dict(), "notes": notes,
+        "spec": base.to_dict(), "notes": notes, "command": command,
         "cost": {"wall_s": res.wall_s, "computed": res.computed, "loaded": res.loaded,
                  "median_run_s": _median([r.wall_s for r in computed]),
                  "median_steps": _median([r.data["steps"] for r in computed])},
@@ -301,7 +302,7 @@ def d_sweep(spec: RunSpec, d_values, seeds, out, *, time_name="T1-first", model=
 
 
 def m_sweep(spec: RunSpec, m_values, seeds, out, *, horizon=None, t_min=50.0, n_save=321, workers=1,
-            progress=True, plot=True, executor="local", scheduler=None) -> dict:
+            progress=True, plot=True, executor="local", scheduler=None, command=None) -> dict:
     """For fixed m⋆, sweep m × seeds: fraction of runs recovering every teacher within the horizon
     (OUT/scaling.json, .md, .png and .nc: the runs as labelled arrays over m × seed)."""
     ms = spec.model.m_star
@@ -331,7 +332,7 @@ def m_sweep(spec: RunSpec, m_values, seeds, out, *, horizon=None, t_min=50.0, n_
     computed = [r for r in res.records if not r.cached and r.ok]
     result = {"variable": "m", "m_star": ms, "d": spec.model.d, "per_m": per_m, "runs": rows,
               "options": {"m_values": m_values, "seeds": list(map(int, seeds)), **job.describe(), "workers": workers},
-              "spec": base.to_dict(),
+              "spec": base.to_dict(), "command": command,
               "cost": {"wall_s": res.wall_s, "computed": res.computed, "loaded": res.loaded,
                        "median_run_s": _median([r.wall_s for r in computed])}}
     write_outputs(result, out, plot)
@@ -361,13 +362,21 @@ def _int_list(values, field: str, minimum: int) -> list[int]:
 
 
 # Outputs ------------------------------------------------------------------------------------
-def write_outputs(result: dict, out: Path, plot: bool = True) -> None:
+def write_outputs(result: dict, out: Path, plot: bool = True) -> list[Path]:
+    """scaling.json, the figure (PNG + SVG) and scaling.md in ``out``; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "scaling.json", to_json(result), indent=1)
+    written = [write_json(out / "scaling.json", to_json(result), indent=1)]
     figs = []
     if plot:
         figs = d_figure(result, out / "scaling") if result["variable"] == "d" else m_figure(result, out / "scaling")
-    (out / "scaling.md").write_text(d_report(result, figs) if result["variable"] == "d" else m_report(result, figs))
+    text = d_report(result, figs) if result["variable"] == "d" else m_report(result, figs)
+    if result.get("command"):
+        title, _, rest = text.partition("\n")
+        text = f"{title}\n\ncommand: `{result['command']}`\n{rest}"
+    (out / "scaling.md").write_text(text)
+    labelled = [out / "scaling.nc"] if (out / "scaling.nc").exists() else []
+    result["files"] = [p.name for p in [*written, *figs, out / "scaling.md", *labelled]]
+    return [*written, *figs, out / "scaling.md", *labelled]
 
 
 def _f(x, fmt=".4g") -> str:

@@ -39,18 +39,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from .data import InputDistribution, StandardGaussian
-from .errors import SolveError, SpecError
+from .errors import Interrupted, SolveError, SpecError
 from .gates import get_expert, get_gate
 from .layout import Layout
+from .names import METHODS, USES_BATCH, USES_SAMPLES
 from .model import MoEModel, gram_of, moe_model, population_backend
 from .ode import loss_along
 from .provenance import Provenance
 from .spec import _float, _int
 from .trajectory import Trajectory
 
-METHODS = ("population-gd", "online-sgd", "gd", "minibatch-sgd")
-USES_BATCH = ("online-sgd", "minibatch-sgd")
-USES_SAMPLES = ("gd", "minibatch-sgd")
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 CHUNK = 64
 DEFAULT_SAVES = 200
@@ -233,7 +231,8 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     ``inputs`` is the input distribution (:mod:`flowmoe.data`; default x ~ N(0, I_d)).
 
     Returns a :class:`Trajectory` (``t``, ``gram``, ``norms``, ``loss``, ``provenance``); raises
-    :class:`SolveError` with the partial Trajectory if the run diverges.
+    :class:`SolveError` with the partial Trajectory if the run diverges, and on Ctrl-C
+    :class:`~flowmoe.errors.Interrupted` with the saves done so far (``status="interrupted"``).
     """
     from .api import _check_vectors
 
@@ -281,22 +280,26 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     failure = None
     wall = time.perf_counter()
     bar = _progress(n_saves, method) if progress else None
-    done = 0
-    while done < n_saves and failure is None:
-        count = min(chunk, n_saves - done)
-        state, (G, r, k, codes) = run(state, data, lr_arr, total, every_arr, jnp.asarray(count))
-        codes = np.asarray(codes[:count])
-        good = count if np.all(codes == _OK) else int(np.argmax(codes != _OK))
-        grams.append(np.asarray(G[:good], np.float64))
-        norms.append(np.asarray(r[:good], np.float64))
-        ks.append(np.asarray(k[:good], np.int64))
-        if good < count:
-            failure = (int(codes[good]), int(np.asarray(state.k)))
-        done += count
+    done, interrupted = 0, False
+    try:
+        while done < n_saves and failure is None:
+            count = min(chunk, n_saves - done)
+            state, (G, r, k, codes) = run(state, data, lr_arr, total, every_arr, jnp.asarray(count))
+            codes = np.asarray(codes[:count])
+            good = count if np.all(codes == _OK) else int(np.argmax(codes != _OK))
+            grams.append(np.asarray(G[:good], np.float64))
+            norms.append(np.asarray(r[:good], np.float64))
+            ks.append(np.asarray(k[:good], np.int64))
+            if good < count:
+                failure = (int(codes[good]), int(np.asarray(state.k)))
+            done += count
+            if bar is not None:
+                bar.update(count)
+    except KeyboardInterrupt:  # keep the chunks done (a chunk is appended whole or not at all)
+        interrupted = True
+    finally:
         if bar is not None:
-            bar.update(count)
-    if bar is not None:
-        bar.close()
+            bar.close()
     wall = time.perf_counter() - wall
 
     ks = np.concatenate(ks)
@@ -310,6 +313,10 @@ def simulate(V, W, V_star, W_star, method="online-sgd", lr=0.01, steps=None, *, 
     prov = Provenance(source="simulation", model={"gate": gate_obj.convention(), "expert": expert_obj.convention()},
                       time="t = lr * steps", simulation=sim, stats={"wall_time_s": wall})
     traj = Trajectory(opts["lr"] * ks, gram, np.concatenate(norms), loss, m, m_star, prov)
+    if interrupted:
+        traj = traj.with_provenance(status="interrupted", error="interrupted by the user (Ctrl-C)")
+        raise Interrupted(f"{method} interrupted at t = {traj.t[-1]:.6g} ({len(traj)} of {n_saves + 1} saves)",
+                          partial=traj)
     if failure is not None:
         code, k_bad = failure
         why = ("the parameters or their norms became non-finite (NaN/inf)" if code == _NONFINITE else

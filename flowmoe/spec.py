@@ -9,7 +9,6 @@ the object is built; a bad value raises :class:`~flowmoe.errors.SpecError` namin
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import json
 import math
 import tomllib
@@ -20,6 +19,7 @@ import numpy as np
 
 from .errors import SpecError
 from .gates import GATES, check_expert_degree, get_expert, get_gate
+from .presets import preset_names, preset_text
 
 TEACHER_GEOMETRIES = ("orthonormal", "routers-orthonormal", "experts-orthonormal", "gram")
 ROUTER_INITS = ("orthogonal", "plain")
@@ -33,6 +33,8 @@ needs more than solver.stiff_steps steps: "switch" integrates that chunk again, 
 run, with scipy's LSODA (implicit BDF when it detects stiffness); "off": no detection, only
 solver.max_steps limits a chunk."""
 STIFF_SOLVER = ("scipy", "LSODA")
+STEADY_CRITERION = ("max over the state of |dG/dt| and |dr/dt| at the end of a chunk < solver.steady_tol "
+                    "(0: off). A saddle plateau is slow too: pick a tolerance far below its speed")
 NORM_MODES = ("fixed", "state")
 STATES = ("factor", "gram")
 SPACINGS = ("linear", "log")
@@ -231,6 +233,7 @@ class SolverSpec:
     state: str = "factor"
     stiff: str = "switch"
     stiff_steps: int = 50_000
+    steady_tol: float = 0.0
 
     def __post_init__(self):
         _choice(self.backend, "solver.backend", BACKENDS)
@@ -248,6 +251,7 @@ class SolverSpec:
             raise SpecError("solver.norm_drift_lr", "needs solver.norms = 'state'")
         _choice(self.stiff, "solver.stiff", STIFF_MODES)
         object.__setattr__(self, "stiff_steps", _int(self.stiff_steps, "solver.stiff_steps", 16))
+        object.__setattr__(self, "steady_tol", _float(self.steady_tol, "solver.steady_tol", nonneg=True))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -358,17 +362,11 @@ def _split(item: str):
     return key.strip(), value
 
 
-def preset_names() -> list[str]:
-    files = importlib.resources.files("flowmoe.presets").iterdir()
-    return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
-
-
 def load_preset(name: str) -> RunSpec:
     names = preset_names()
     if name not in names:
         raise SpecError("preset", f"unknown preset {name!r}; allowed: {names}")
-    text = importlib.resources.files("flowmoe.presets").joinpath(f"{name}.toml").read_text()
-    return RunSpec.from_dict(tomllib.loads(text), name=name)
+    return RunSpec.from_dict(tomllib.loads(preset_text(name)), name=name)
 
 
 def load_config(path) -> RunSpec:

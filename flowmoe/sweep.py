@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -44,7 +45,7 @@ import numpy as np
 
 from .errors import Interrupted, SolveError, SpecError
 from .phases import N_FINE, PhaseReport, to_json
-from .spec import STIFF_SOLVER, RunSpec
+from .spec import STEADY_CRITERION, STIFF_SOLVER, RunSpec
 from .trajectory import Trajectory
 
 CACHE_VERSION = 1
@@ -147,9 +148,29 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
                 progress(k, n - 1)
             if stop is not None and k < n - 1 and stop(current()):
                 return current(status="stopped-early")
+            if sol.steady_tol > 0 and k < n - 1:
+                speed = state_speed(vf, G, r)
+                if speed < sol.steady_tol:
+                    steady = {"t": float(ts[k]), "speed": speed, "tol": sol.steady_tol, "criterion": STEADY_CRITERION}
+                    return current(status="stopped-early").annotate(steady_state=steady)
     except KeyboardInterrupt:
         raise Interrupted("interrupted", partial=current(status="interrupted")) from None
     return current()
+
+
+def state_speed(vf, G, r) -> float:
+    """max over the entries of |dG/dt| and |dr/dt| at (G, r): the steady-state measure of ``solver.steady_tol``."""
+    dG, dr = _gram_rhs(vf)(np.asarray(G), np.asarray(r))
+    dG, dr = np.asarray(dG), np.asarray(dr)
+    return float(max(np.max(np.abs(dG)), np.max(np.abs(dr)) if dr.size else 0.0))
+
+
+@functools.lru_cache(maxsize=None)
+def _gram_rhs(vf):
+    import jax
+
+    rhs = vf.rhs("gram")
+    return jax.jit(lambda G, r: rhs(0.0, (G, r), None))
 
 
 # Cache keys and records ------------------------------------------------------------------

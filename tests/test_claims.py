@@ -30,7 +30,7 @@ from flowmoe.verify import VerifyJob
 
 from conftest import great_circle_grams
 
-SMALL = flowmoe.load_preset("small")
+SMALL = flowmoe.load_preset("small").with_overrides({"solver.t_end": 60, "solver.n_save": 301})
 
 
 def _t(level, r, delay=0.0, start=0.0):
@@ -179,7 +179,8 @@ def test_verify_command(tmp_path, capsys):
     claims = tmp_path / "c.py"
     claims.write_text("from flowmoe.claims import claim\n@claim('t_end is 60')\ndef f(run):\n"
                       "    return 60 - run.phases.t_end\n")
-    args = ["verify", "--preset", "small", "--seeds", "1-2", "--out", str(tmp_path / "v"), "--quiet",
+    args = ["verify", "--preset", "small", "--set", "solver.t_end=60", "solver.n_save=301", "--seeds", "1-2",
+            "--out", str(tmp_path / "v"), "--quiet",
             "--finetune-t-end", "0", "--claims", str(claims)]
     assert main(args + ["--only", "routers-first", "routers-lag-experts", "t_end is 60"]) == 0
     out = capsys.readouterr().out

@@ -13,7 +13,7 @@ from test_simulate import random_start
 
 import flowmoe
 from flowmoe.cli import main
-from flowmoe.compare import agrees, deviations, fit_slope, ode_at, study_vectors, teacher_max
+from flowmoe.compare import agrees, deviations, fit_slope, loss_agrees, ode_at, study_vectors, teacher_max
 
 
 def synthetic(rng, T=6, m=3, m_star=2, loss=None):
@@ -155,3 +155,90 @@ def test_convergence_study_slopes(rng):
     assert abs(res["gd_slope"] - 1.0) < 0.1, res
     assert -0.8 < res["sgd_slope_pop"] < -0.4, res
 
+
+
+def test_ctrl_c_during_compare_saves_what_was_computed(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the second chunk of the second simulation: the ODE, the first simulation and the
+    first chunk of the second are written, summary.json says "interrupted", the exit code is 130."""
+    import importlib
+
+    sim_module = importlib.import_module("flowmoe.simulate")  # the module (flowmoe.simulate is the function)
+    real, calls = sim_module._runner, []
+
+    def runner(method, *args, **kwargs):
+        run = real(method, *args, **kwargs)
+
+        def interrupting(*a, **k):
+            calls.append(method)
+            if method == "gd" and calls.count("gd") == 2:
+                raise KeyboardInterrupt
+            return run(*a, **k)
+        return interrupting
+
+    monkeypatch.setattr(sim_module, "_runner", runner)
+    out = tmp_path / "cmp"
+    code = main(["compare", "--preset", "small", "--set", "model.d=10", "--method", "population-gd", "gd",
+                 "--n", "500", "--lr", "0.01", "--t-end", "2", "--save-every", "1", "--out", str(out), "--quiet"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    record = json.loads((out / "summary.json").read_text())
+    assert record["status"] == "interrupted"
+    rows = {r["method"]: r for r in record["rows"]}
+    assert rows["population-gd"]["status"] == "complete" and rows["gd"]["status"] == "interrupted"
+    assert not rows["gd"]["agrees"]
+    ode = flowmoe.Trajectory.load(out / "ode.npz")
+    np.testing.assert_allclose(ode.t, 0.01 * np.arange(201), rtol=1e-12)
+    assert len(flowmoe.Trajectory.load(out / "sim-population-gd.npz")) == 201
+    partial = flowmoe.Trajectory.load(out / "sim-gd.npz")
+    assert partial.provenance.status == "interrupted"
+    assert len(partial) == 1 + sim_module.CHUNK                 # the start and the one chunk that finished
+    np.testing.assert_allclose(partial.t, ode.t[:len(partial)], rtol=1e-12)
+    for name in record["files"]:
+        assert (out / name).exists(), name
+
+
+def test_deviations_md_states_each_criterion_and_the_command(tmp_path):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--preset", "small", "--set", "model.d=10", "--method", "population-gd", "--lr", "0.01",
+            "--t-end", "0.5", "--tol", "0.07", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    text = (out / "deviations.md").read_text()
+    assert f"command: `flowmoe {' '.join(argv)}`" in text
+    assert "agrees (alignment, matched ≤ 0.07)" in text and "loss ok (rel ≤ 0.07)" in text
+    for column in ("**alignment**", "**matched**", "**loss (rel)**", "**norm growth (×)**", "**agrees**"):
+        assert column in text
+
+
+def test_agrees_is_the_alignment_criterion_and_the_loss_has_its_own():
+    # alignments within 0.02 but a steep loss 6 % off (population GD at the paper's sizes): agrees, loss not ok
+    dev = {"alignment": 0.021, "matched": 0.02, "loss_rel": 0.06}
+    assert agrees(dev, 0.05) and not loss_agrees(dev, 0.05)
+    assert not agrees({"alignment": 0.06, "matched": 0.02, "loss_rel": 0.0}, 0.05)
+    assert not agrees({"alignment": 0.01, "matched": 0.051, "loss_rel": 0.0}, 0.05)
+
+
+def test_norm_growth_is_the_ratio_of_norms(rng):
+    ref = synthetic(rng)
+    norms = ref.norms.copy()
+    norms[-1, 0] *= 3.0                       # one student router grows 3× by the end
+    sim = flowmoe.Trajectory(ref.t, ref.gram, norms, ref.loss, ref.m, ref.m_star)
+    assert deviations(ref, sim)["norm_growth"] == pytest.approx(3.0, rel=1e-12)
+    assert deviations(ref, ref)["norm_growth"] == pytest.approx(1.0, rel=1e-12)
+
+
+def test_ctrl_c_while_the_ode_integrates_writes_the_summary_only(tmp_path, monkeypatch, capsys):
+    import flowmoe.compare
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flowmoe.compare, "ode_at", interrupted)
+    out = tmp_path / "cmp"
+    assert main(["compare", "--preset", "small", "--method", "gd", "--n", "100", "--t-end", "1", "--out", str(out),
+                 "--quiet"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "finished or partial: nothing" in err
+    record = json.loads((out / "summary.json").read_text())
+    assert record["status"] == "interrupted" and record["rows"] == [] and record["files"] == ["summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]

@@ -395,3 +395,134 @@ def test_plot_redraw_kinds_bad_folders(kind, damage, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "error: RUN_DIR:" in err and str(tmp_path) in err and needle in err
     assert not (tmp_path / f"{kind}.png").exists()
+
+
+def _damaged(traj, field):
+    t, gram, norms, loss = traj.t.copy(), traj.gram.copy(), traj.norms.copy(), traj.loss.copy()
+    if field == "t-repeat":
+        t[50] = t[49]
+    elif field == "t-back":
+        t[50] = t[10]
+    elif field == "t-nan":
+        t[7] = np.nan
+    elif field == "gram":
+        gram[30, 0, 4] = gram[30, 4, 0] = np.nan
+    elif field == "norms":
+        norms[40, 2] = np.inf
+    elif field == "loss":
+        loss[60:] = np.nan
+    return flowmoe.Trajectory(t, gram, norms, loss, traj.m, traj.m_star, {})
+
+
+@pytest.mark.parametrize("field, needle", [
+    ("t-repeat", "field 't' is not increasing: t[49] = 0.49, t[50] = 0.49"),
+    ("t-back", "field 't' is not increasing: t[49] = 0.49, t[50] = 0.1"),
+    ("t-nan", "field 't' has NaN or inf values at saved index 7"),
+    ("gram", "field 'gram' has NaN or inf values at saved index 30 (t = 0.3)"),
+    ("norms", "field 'norms' has NaN or inf values at saved index 40"),
+    ("loss", "field 'loss' has NaN or inf values at saved index 60 (t = 0.6)"),
+])
+@pytest.mark.parametrize("kind", ["alignment", "loss", "compare"])
+def test_plot_refuses_nan_and_non_increasing_times(kind, field, needle, tmp_path, capsys):
+    bad = _damaged(synthetic_trajectory(), field)
+    if kind == "compare":
+        _compare_folder(tmp_path)
+        name = "sim-online-sgd.npz"
+    else:
+        name = "trajectory.npz"
+    bad.save(tmp_path / name)
+    assert main(["plot", kind, str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"error: RUN_DIR: {tmp_path / name}: {needle}" in err
+    assert not list(tmp_path.glob("*.png"))
+
+
+# --- figure defects: colours, labels, ticks -----------------------------------------------------
+
+
+def test_compare_overlay_tells_simulations_apart_by_colour(tmp_path, caught):
+    ode = synthetic_trajectory()
+    sims = {name: flowmoe.Trajectory(TS, ode.gram, ode.norms * (1 + k * TS[:, None] / 50), (1.1 + k) * ode.loss,
+                                     2, 1, {}) for k, name in enumerate(("online-sgd", "population-gd"))}
+    figures.overlay_figure(ode, sims, tmp_path / "cmp")
+    axes = caught[0].get_axes()
+    for ax in axes[1:3]:  # the expert-alignment panel (per matched pair) and the loss panel
+        colours = [matplotlib.colors.to_hex(_lines(ax)[name].get_color()) for name in sims]
+        assert len(set(colours)) == 2 and "#000000" not in colours
+    norm_colours = {matplotlib.colors.to_hex(line.get_color()) for line in axes[3].get_lines()
+                    if line.get_label().startswith("online-sgd")}
+    assert len(norm_colours) == 1 and norm_colours != {
+        matplotlib.colors.to_hex(_lines(axes[3])["population-gd (max)"].get_color())}
+
+
+def test_T1_lines_are_labelled(tmp_path, caught):
+    traj = synthetic_trajectory()
+    t1 = exact_T1()
+    figures.loss_figure(traj, tmp_path / "loss", 0.9, 0.05)
+    figures.alignment_figure(traj, tmp_path / "align", 0.9, matching_at=0)
+    for ax in (caught[0].get_axes()[0], caught[1].get_axes()[2]):
+        labelled = [line for line in ax.get_lines() if "student 0 → teacher 0" in line.get_label()]
+        assert len(labelled) == 1 and "T_1" in labelled[0].get_label()
+        assert abs(labelled[0].get_xdata()[0] - t1) < 1e-4 and f"{labelled[0].get_xdata()[0]:.3g}" in \
+            labelled[0].get_label()
+        assert labelled[0] in ax.get_legend().legend_handles or \
+            labelled[0].get_label() in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_stable_and_unstable_manifolds_differ_in_colour_and_legend(tmp_path, caught):
+    pt = _toy_portrait()
+    x = np.linspace(-1, 1, 11)
+    pt.separatrices.append({"saddle": 0, "manifold": "stable", "branch": 1, "points": np.stack([x, 0 * x], 1)})
+    figures.portrait_figure(pt, tmp_path / "p")
+    fig = caught[0]
+    legend = fig.legends[0]
+    by_label = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    unstable = by_label["unstable manifold of a saddle"]
+    stable = by_label["stable manifold of a saddle (separatrix)"]
+    assert matplotlib.colors.to_hex(unstable.get_color()) != matplotlib.colors.to_hex(stable.get_color())
+    drawn = {matplotlib.colors.to_hex(line.get_color()) for line in fig.get_axes()[0].get_lines()
+             if line.get_linewidth() == 2.2}
+    assert {matplotlib.colors.to_hex(unstable.get_color()), matplotlib.colors.to_hex(stable.get_color())} <= drawn
+
+
+def test_log_axes_label_no_minor_ticks(tmp_path, caught):
+    traj = synthetic_trajectory()
+    narrow = flowmoe.Trajectory(traj.t, traj.gram, traj.norms, 0.5 + 0.3 * np.exp(-traj.t), 2, 1, {})
+    for k, tr in enumerate((traj, narrow)):     # the loss spans 5 decades, then less than one
+        figures.loss_figure(tr, tmp_path / f"loss{k}", 0.9, 0.05)
+    for fig in caught:
+        fig.canvas.draw()
+        ax = fig.get_axes()[0]
+        assert ax.get_yscale() == "log"
+        assert all(t.get_text() == "" for t in ax.yaxis.get_minorticklabels())
+        lo, hi = ax.get_ylim()
+        shown = [t for t in ax.yaxis.get_majorticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi]
+        assert len(shown) >= 2      # still readable when the axis spans less than a decade
+
+
+def test_recovery_against_m_has_integer_ticks(tmp_path, caught):
+    per_m = [{"m": m, "runs": 4, "all_recovered": k, "fraction": k / 4, "ci": [max(0, k / 4 - 0.2), min(1, k / 4 + 0.2)]}
+             for m, k in ((2, 1), (3, 3))]  # m⋆ = 1: a range where matplotlib's default ticks are 2.0, 2.2, …
+    figures.m_figure({"variable": "m", "m_star": 1, "d": 1000, "per_m": per_m}, tmp_path / "m")
+    ax = caught[0].get_axes()[0]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_plot_study_redraws_the_convergence_study(tmp_path, caught, capsys):
+    lrs, batches = [0.02, 0.01, 0.005], [10, 40, 160]
+    record = {"spec": {"name": "synthetic", "model": {"m_star": 1, "m": 2, "d": 7}}, "metric": "alignment",
+              "t_end": 1.0, "lrs": lrs, "gd_deviation": [2 * x for x in lrs], "gd_slope": 1.0, "lr_sgd": 0.01,
+              "batches": batches, "sgd_deviation_ode": [0.5 / b**0.5 for b in batches],
+              "sgd_deviation_pop": [0.4 / b**0.5 for b in batches], "sgd_slope_ode": -0.5, "sgd_slope_pop": -0.5}
+    (tmp_path / "study.json").write_text(json.dumps(record))
+    assert main(["plot", "study", str(tmp_path)]) == 0
+    _check_files([tmp_path / "study.png", tmp_path / "study.svg"])
+    (fig,) = caught
+    gd = [line for line in fig.get_axes()[0].get_lines() if line.get_label().startswith("population GD")][0]
+    np.testing.assert_allclose(gd.get_ydata(), [0.04, 0.02, 0.01], rtol=1e-12)
+    assert fig._suptitle.get_text() == "synthetic: m*=1, m=2, d=7"
+    (tmp_path / "study.json").write_text(json.dumps({"spec": {}}))
+    assert main(["plot", "study", str(tmp_path)]) == 2
+    assert "has no metric" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def small_runs():
     spec = flowmoe.load_preset("small")
     model, solver = spec.model, spec.solver
     state = initial_state(model)
-    ts = solver.times()
+    ts = np.linspace(0.0, 60.0, 301)  # the plateau (the escape at t ≈ 530 amplifies any difference)
     return {name: flowmoe.flow_from_gram(state.gram, state.norms, model.m, model.m_star, ts, model.gate,
                                          model.expert, rtol=solver.rtol, atol=solver.atol, **kw)
             for name, kw in RUNS.items()}
@@ -222,3 +222,25 @@ def test_a_stiff_tail_switches_to_lsoda_and_agrees_with_radau():
                                                                             "solver.stiff=off",
                                                                             "solver.max_steps=3000"]))
     assert err.value.partial is None or err.value.partial.provenance.status == "partial"
+
+
+def test_steady_tol_stops_at_a_sink_where_the_full_run_ends():
+    """solver.steady_tol stops a chunked run once the state's speed is below it, and says so; the
+    state it stopped at is where the run continued to t_end ends (independent full solve), and the
+    stopped run's last saved steps (finite differences of the trajectory) move slower than the tolerance."""
+    from flowmoe.errors import SpecError
+    from flowmoe.sweep import integrate_spec
+
+    base = ["model.d=10", "init.seed=3", "solver.t_end=400", "solver.n_save=401"]
+    stopped = integrate_spec(flowmoe.load_preset("small").with_overrides(base + ["solver.steady_tol=1e-6"]))
+    note = stopped.provenance.notes["steady_state"]
+    assert stopped.provenance.status == "stopped-early" and stopped.t[-1] < 200
+    assert note["t"] == stopped.t[-1] and note["speed"] < 1e-6 and note["tol"] == 1e-6
+    fd = np.max(np.abs(stopped.gram[-1] - stopped.gram[-2])) / (stopped.t[-1] - stopped.t[-2])
+    assert fd < 1e-6
+    full = integrate_spec(flowmoe.load_preset("small").with_overrides(base))
+    assert full.provenance.status == "complete" and full.t[-1] == 400
+    np.testing.assert_allclose(stopped.gram[-1], full.gram[-1], atol=1e-5)
+    np.testing.assert_allclose(stopped.gram, full.gram[: len(stopped)], atol=1e-8)
+    with pytest.raises(SpecError, match="solver.steady_tol"):
+        flowmoe.load_preset("small").with_overrides(["solver.steady_tol=-1"])

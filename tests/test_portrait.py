@@ -349,10 +349,14 @@ def test_slice_of_a_spec_is_labelled_and_its_field_is_the_rhs(tmp_path, rng):
 # --- command line --------------------------------------------------------------------------------
 
 
-def test_portrait_command_writes_the_documented_files(tmp_path, pair_portrait):
+def test_portrait_command_writes_the_documented_files(tmp_path, pair_portrait, capsys):
     out = tmp_path / "p"
     assert main(["portrait", "--grid", "21", "--fp-starts", "8", "--starts=-0.2,0.1;0.3,-0.4", "--t-end", "5",
                  "--out", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "portrait" in said.err and "trajectories" in said.err           # the progress bar over the stages
+    for name in ("portrait.json", "portrait.npz", "portrait.png", "portrait.svg"):   # every file is listed
+        assert str(out / name) in said.out.splitlines()
     rec = json.loads((out / "portrait.json").read_text())
     assert [tr["start"] for tr in rec["trajectories"]] == [[-0.2, 0.1], [0.3, -0.4]]
     for fp in rec["fixed_points"]:

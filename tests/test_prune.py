@@ -171,7 +171,35 @@ def test_prune_command_end_to_end(small_run_dir, tmp_path, capsys):
     assert abs(record["fitted_rate"] - record["predicted_rate"]) <= 0.1 * record["predicted_rate"]
     assert (out / "finetune.png").stat().st_size > 10_000 and (out / "finetune.svg").exists()
     assert flowmoe.Trajectory.load(out / "finetune_trajectory.npz").m == net.m_star
-    assert "fitted rate" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "fitted rate" in said.out
+    for name in ("finetune.json", "finetune_trajectory.npz", "finetune.png", "finetune.svg"):  # every file written
+        assert name in said.out.split("wrote", 1)[1]
+    assert record["status"] == "complete"
+    assert record["command"] == f"flowmoe prune {small_run_dir} --rule cancel --out {out}"
+
+
+def test_ctrl_c_during_prune_saves_the_stages_done(small_run_dir, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while fine-tuning: finetune.json holds the pruning and the predicted rate that were
+    finished, "status": "interrupted"; one line on stderr; exit 130."""
+    import flowmoe.finetune
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flowmoe.finetune, "finetune", interrupted)
+    out = tmp_path / "pruned"
+    assert main(["prune", str(small_run_dir), "--rule", "cancel", "--out", str(out), "--quiet"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["status"] == "interrupted" and record["stages_done"] == ["prune", "hessian"]
+    net = load_run(small_run_dir).network()
+    assert record["removed"] == prune(net, "oracle").removed          # the pruning that was done
+    assert record["predicted_rate"] > 0 and "final_loss" not in record
+    assert not (out / "finetune_trajectory.npz").exists()
+    code = main(["plot", "finetune", str(out)])                       # the figure cannot be made: one line
+    assert code == 2 and "finetune_trajectory.npz" in capsys.readouterr().err
 
 
 def _error_of(argv, capsys):

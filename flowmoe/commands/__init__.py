@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from ..errors import SolveError, SpecError
+from ..errors import Interrupted, SolveError, SpecError
 
 
 # Modules that provide ``register(subparsers)``; each adds one or more commands.
@@ -36,7 +37,7 @@ def resolve_spec(args):
 
 
 def add_spec_arguments(p: argparse.ArgumentParser, default_preset: str = "paper-fig1") -> None:
-    from ..spec import preset_names
+    from ..presets import preset_names
 
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", default=default_preset,
@@ -62,9 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_line(argv) -> str:
+    """The command as the user typed it (for the documents a command writes): ``flowmoe ARGS``."""
+    return "flowmoe " + shlex.join(str(a) for a in argv)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = command_line(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -76,7 +84,8 @@ def main(argv=None) -> int:
     except SolveError as err:
         print(f"flowmoe {args.command}: solve failed: {err}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print(f"flowmoe {args.command}: interrupted (Ctrl-C); what was computed so far is saved where the "
-              "command writes its results", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        said = str(err) if isinstance(err, Interrupted) and str(err) != "interrupted" else ""
+        print(f"flowmoe {args.command}: interrupted (Ctrl-C); " + (said or "what was computed so far is saved "
+              "where the command writes its results"), file=sys.stderr)
         return 130

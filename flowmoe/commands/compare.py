@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..compare import METRICS, compare_job, format_table, study_job
 from ..errors import SpecError
-from ..simulate import METHODS
+from ..names import METHODS, METRICS
 
 
 def _cmd_compare(args) -> int:
     from . import default_out, resolve_spec
+    from ..compare import compare_job, format_table, study_job
     from ..run import log
 
     spec = resolve_spec(args)
@@ -26,12 +26,13 @@ def _cmd_compare(args) -> int:
         print(f"online SGD (lr = {res['lr_sgd']:g}): deviation vs B {res['batches']}: from the ODE "
               f"{[f'{x:.3g}' for x in res['sgd_deviation_ode']]} (slope {res['sgd_slope_ode']:.3f}); from population "
               f"GD {[f'{x:.3g}' for x in res['sgd_deviation_pop']]} (slope {res['sgd_slope_pop']:.3f}, expected ≈ −0.5)")
-        print(f"wrote {out / 'study.json'}, {res['files'][0]}")
+        print(f"wrote {out / 'study.json'}, {', '.join(map(str, res['files']))}")
         return 0
     record = compare_job(spec, out, args.method, lr=args.lr, t_end=t_end, batch=args.batch, n=args.n,
                          seed=args.seed, save_every=args.save_every,
                          dtype="float32" if args.float32 else "float64", tol=args.tol, figure=args.figure,
-                         progress=not args.quiet, log=None if args.quiet else log, project=args.project)
+                         progress=not args.quiet, log=None if args.quiet else log, project=args.project,
+                         command=getattr(args, "command_line", None))
     print(format_table(record["rows"], args.tol))
     for row in record["rows"]:
         if row["error"]:
@@ -52,7 +53,8 @@ def register(sub) -> None:
     p.add_argument("--method", nargs="+", default=["online-sgd"], choices=METHODS,
                    help="one or more simulators (default: online-sgd)")
     p.add_argument("--lr", type=float, default=0.01, help="step size; flow time t = lr × steps (default 0.01)")
-    p.add_argument("--t-end", type=float, default=None, help="flow time to simulate (default: the spec's solver.t_end)")
+    p.add_argument("--t-end", type=float, default=None, help="flow time to simulate (default: the spec's solver.t_end; 600 for the small preset, "
+                        "about 2 minutes of online SGD: --t-end 60 for a quick look)")
     p.add_argument("--batch", type=int, default=1000, help="batch size for online-sgd, minibatch-sgd (default 1000)")
     p.add_argument("--n", type=int, default=10000, help="number of fixed samples for gd, minibatch-sgd (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation's random draws (default 0)")

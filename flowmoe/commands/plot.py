@@ -22,9 +22,16 @@ Kinds (``flowmoe plot KIND RUN_DIR [--out PATH]``; default PATH = RUN_DIR/KIND):
   (:func:`flowmoe.plotting.scaling.d_figure`); from a ``--scaling m`` folder the recovery fraction against m;
 - ``finetune`` — from a ``flowmoe prune`` folder (finetune.json, finetune_trajectory.npz): the
   fine-tuning loss with the fitted and the predicted rate and the linearised flow
-  (:func:`flowmoe.plotting.finetune.finetune_figure`).
+  (:func:`flowmoe.plotting.finetune.finetune_figure`);
+- ``study`` — from a ``flowmoe compare --study`` folder (study.json): the deviation against lr and
+  against the batch size with the fitted slopes (:func:`flowmoe.plotting.compare.study_figure`);
+- ``rates`` — from a ``flowmoe rates`` folder (rates.json): the Voronoi loss against n with the
+  fitted rate (:func:`flowmoe.plotting.rates.rates_figure`).
 
-The last three call the figure function of :mod:`flowmoe.plotting` that the writing command used, fed from its saved
+Trajectories with NaN or inf values, or with saved times that are not increasing, are refused
+with one line naming the file and the field (:func:`check_plottable`).
+
+The last five call the figure function of :mod:`flowmoe.plotting` that the writing command used, fed from its saved
 files: nothing is integrated or simulated again (the rate fit of ``finetune`` is re-made from the
 saved loss and checked against the saved rate; see :func:`_plot_finetune` for its linearised flow).
 
@@ -57,8 +64,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SpecError
-from ..plotting import (MATCHINGS, alignment_figure, d_figure, finetune_figure, loss_figure, m_figure,
-                        overlay_figure, portrait_figure)
+from ..names import MATCHINGS
 from ..trajectory import Trajectory
 
 
@@ -112,7 +118,9 @@ def _run_title(traj: Trajectory, what: str) -> str:
 @plot_kind("alignment", needs=("trajectory.npz",),
            help="router and expert alignments against time (Fig.-1 style), from a `flowmoe run` folder")
 def _plot_alignment(run_dir: Path, out: Path, args) -> list[Path]:
-    traj = Trajectory.load(run_dir / "trajectory.npz")
+    from ..plotting import alignment_figure
+
+    traj = _load_traj(run_dir / "trajectory.npz")
     thr, _ = _observe_settings(traj, run_dir, args)
     return alignment_figure(traj, out, thr, title=_run_title(traj, "alignments"))
 
@@ -120,7 +128,9 @@ def _plot_alignment(run_dir: Path, out: Path, args) -> list[Path]:
 @plot_kind("loss", needs=("trajectory.npz",),
            help="loss on a log scale with T1 and T_c marked, and the error terms, from a `flowmoe run` folder")
 def _plot_loss(run_dir: Path, out: Path, args) -> list[Path]:
-    traj = Trajectory.load(run_dir / "trajectory.npz")
+    from ..plotting import loss_figure
+
+    traj = _load_traj(run_dir / "trajectory.npz")
     thr, tol = _observe_settings(traj, run_dir, args)
     return loss_figure(traj, out, thr, tol, title=_run_title(traj, "loss"), match=args.matching)
 
@@ -128,6 +138,7 @@ def _plot_loss(run_dir: Path, out: Path, args) -> list[Path]:
 @plot_kind("portrait", needs=("portrait.json", "portrait.npz"),
            help="phase portrait, from a `flowmoe portrait` folder")
 def _plot_portrait(run_dir: Path, out: Path, args) -> list[Path]:
+    from ..plotting import portrait_figure
     from ..portrait import Portrait
 
     return portrait_figure(Portrait.load(run_dir), out)
@@ -150,14 +161,38 @@ def _require(record: dict, path: Path, keys: tuple, writer: str) -> None:
 
 
 def _load_traj(path: Path) -> Trajectory:
+    """The trajectory in ``path``, refused (one line naming the file and the field) if it cannot be
+    drawn truthfully: no saved times, times not finite or not increasing, NaN or inf in the data."""
     if not path.is_file():
         raise SpecError("RUN_DIR", f"{path.parent} has no {path.name}")
     try:
-        return Trajectory.load(path)
+        traj = Trajectory.load(path)
     except SpecError as err:
         raise SpecError("RUN_DIR", str(err)) from None
     except (OSError, EOFError, KeyError, IndexError, TypeError, ValueError) as err:  # e.g. malformed arrays
         raise SpecError("RUN_DIR", f"{path} is corrupt ({type(err).__name__}: {err})") from None
+    check_plottable(traj, path)
+    return traj
+
+
+def check_plottable(traj: Trajectory, path) -> None:
+    """SpecError on ``RUN_DIR`` naming ``path`` and the field when ``traj`` cannot be drawn as it is."""
+    t = traj.t
+    if len(t) == 0:
+        raise SpecError("RUN_DIR", f"{path}: field 't' holds no saved times: nothing to draw")
+    for name in ("t", "gram", "norms", "loss"):
+        values = getattr(traj, name)
+        bad = ~np.isfinite(values.reshape(len(t), -1)).all(axis=1)
+        if bad.any():
+            k = int(np.argmax(bad))
+            at = "" if name == "t" else f" (t = {t[k]:g})"
+            raise SpecError("RUN_DIR", f"{path}: field {name!r} has NaN or inf values at saved index {k}{at} and "
+                                       f"{int(bad.sum()) - 1} more; refusing to draw it")
+    steps = np.diff(t)
+    if (steps <= 0).any():
+        k = int(np.argmax(steps <= 0)) + 1
+        raise SpecError("RUN_DIR", f"{path}: field 't' is not increasing: t[{k - 1}] = {t[k - 1]:g}, "
+                                   f"t[{k}] = {t[k]:g}; refusing to draw it")
 
 
 def _malformed(path: Path, err: Exception) -> SpecError:
@@ -171,6 +206,7 @@ def _plot_compare(run_dir: Path, out: Path, args) -> list[Path]:
     """:func:`flowmoe.plotting.compare.overlay_figure` from ode.npz and sim-METHOD.npz, in the order of
     summary.json's rows, with the title ``flowmoe compare`` gave it."""
     from ..compare import overlay_title
+    from ..plotting import overlay_figure
 
     path = run_dir / "summary.json"
     record = _read_json(path)
@@ -192,6 +228,25 @@ def _plot_compare(run_dir: Path, out: Path, args) -> list[Path]:
     return overlay_figure(ode, sims, out, title=title)
 
 
+@plot_kind("study", needs=("study.json",),
+           help="deviation against lr (population GD) and batch size (online SGD) with fitted slopes, "
+                "from a `flowmoe compare --study` folder")
+def _plot_study(run_dir: Path, out: Path, args) -> list[Path]:
+    """:func:`flowmoe.plotting.compare.study_figure` from study.json, with the title the study gave it."""
+    from ..compare import study_title
+    from ..plotting import study_figure
+
+    path = run_dir / "study.json"
+    record = _read_json(path)
+    _require(record, path, ("spec", "metric", "t_end", "lrs", "gd_deviation", "gd_slope", "lr_sgd", "batches",
+                            "sgd_deviation_ode", "sgd_deviation_pop", "sgd_slope_ode", "sgd_slope_pop"),
+             "flowmoe compare --study")
+    try:
+        return study_figure(record, out, title=study_title(record["spec"]))
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise _malformed(path, err) from None
+
+
 @plot_kind("scaling", needs=("scaling.json",),
            help="T1 against d (log-log, per-seed points, fits with CI, √d/(4.5κ)) or the recovery fraction "
                 "against m, from a `flowmoe verify --scaling d|m` folder")
@@ -199,6 +254,7 @@ def _plot_scaling(run_dir: Path, out: Path, args) -> list[Path]:
     """:func:`flowmoe.plotting.scaling.d_figure` or :func:`~flowmoe.plotting.scaling.m_figure` from scaling.json
     (None in the file is NaN in memory: :func:`flowmoe.phases.from_json`)."""
     from ..phases import from_json
+    from ..plotting import d_figure, m_figure
 
     path = run_dir / "scaling.json"
     record = _read_json(path)
@@ -229,6 +285,7 @@ def _plot_finetune(run_dir: Path, out: Path, args) -> list[Path]:
     first frame of finetune_trajectory.npz (:func:`~flowmoe.finetune.modal_decomposition`, the
     Hessian at the teacher point: seconds) and checked against the same total."""
     from ..finetune import LOSS_FLOOR, finetune_title, fit_loss_rate
+    from ..plotting import finetune_figure
 
     path = run_dir / "finetune.json"
     record = _read_json(path)
@@ -251,6 +308,21 @@ def _plot_finetune(run_dir: Path, out: Path, args) -> list[Path]:
         raise _malformed(path, err) from None
     return finetune_figure(traj, fit, record["predicted_rate"], out, linear=linear, title=title,
                            floor=LOSS_FLOOR)
+
+
+@plot_kind("rates", needs=("rates.json",),
+           help="Voronoi loss against n with the fitted rate, from a `flowmoe rates` folder")
+def _plot_rates(run_dir: Path, out: Path, args) -> list[Path]:
+    """:func:`flowmoe.plotting.rates.rates_figure` from rates.json."""
+    from ..plotting.rates import rates_figure
+
+    path = run_dir / "rates.json"
+    record = _read_json(path)
+    _require(record, path, ("preset", "loss", "n", "loss_mean", "loss_sem", "loss_median"), "flowmoe rates")
+    try:
+        return rates_figure(record, out)
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise _malformed(path, err) from None
 
 
 def _linearised_loss(record: dict, traj: Trajectory, path: Path):
@@ -303,8 +375,8 @@ def register(sub) -> None:
     p = sub.add_parser("plot", help="draw a figure of the set from saved results",
                        description=f"Draw one figure from a results folder, as PNG and SVG. Kinds — {kinds}.")
     p.add_argument("kind", metavar="KIND", help=f"one of: {', '.join(KINDS)}")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by flowmoe run / portrait / compare / "
-                                                         "verify --scaling / prune")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by flowmoe run / portrait / compare [--study] / "
+                                                         "verify --scaling / prune / rates")
     p.add_argument("--out", help="output path without suffix (default RUN_DIR/KIND); .png and .svg are written")
     p.add_argument("--threshold", type=float, help="alignment threshold for T1 (default: the run's, else 0.9)")
     p.add_argument("--error-tol", type=float, help="error tolerance for T_c (default: the run's, else 0.05)")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import SpecError
-from ..io import write_json
-from ..plotting import portrait_figure
-from ..portrait import (REDUCTIONS, SLICE_NAMES_HELP, Plane, _overlap_value, compute_portrait, gram_entry,
-                        make_plane, pair_reduction, slice_reduction, symmetric_reduction)
+from ..names import REDUCTIONS, SLICE_NAMES_HELP
+
+if TYPE_CHECKING:
+    from ..portrait import Plane
 
 
 def _parse_fix(items) -> dict:
@@ -42,6 +43,8 @@ def _parse_starts(text):
 
 def plane_from_args(args) -> tuple[Plane, np.ndarray | None, str]:
     """The plane, the base point (slices) and a description of the base state, from CLI arguments."""
+    from ..portrait import _overlap_value, gram_entry, make_plane, pair_reduction, slice_reduction, symmetric_reduction
+
     fix = _parse_fix(args.fix)
     has_spec = bool(args.preset or args.config)
     reduction = args.reduction or ("slice" if has_spec else "pair")
@@ -108,6 +111,9 @@ def _base_state(spec, args):
 
 def _cmd_portrait(args) -> int:
     from . import default_out
+    from ..io import write_json
+    from ..plotting import portrait_figure
+    from ..portrait import compute_portrait
 
     plane, base, _ = plane_from_args(args)
     red = plane.reduction
@@ -120,7 +126,7 @@ def _cmd_portrait(args) -> int:
         raise SpecError("--t-end", f"must be > 0, got {t_end}")
     portrait = compute_portrait(plane, grid=args.grid, starts=_parse_starts(args.starts), t_end=t_end,
                                 n_starts=args.fp_starts, with_trajectories=not args.no_trajectories,
-                                base_point=base)
+                                base_point=base, progress=not args.quiet)
     portrait.info["settings"] = {k: v for k, v in vars(args).items() if k != "func"}
     files = portrait.save(out)
     figs = portrait_figure(portrait, out / "portrait")
@@ -145,7 +151,7 @@ def _cmd_portrait(args) -> int:
 
 
 def register(sub) -> None:
-    from ..spec import preset_names
+    from ..presets import preset_names
 
     p = sub.add_parser(
         "portrait", help="phase portrait of a reduced system or a 2-D slice (fixed points, nullclines, separatrices)",
@@ -181,4 +187,5 @@ def register(sub) -> None:
     p.add_argument("--t-end", type=float, help="flow time of the trajectories (default 20)")
     p.add_argument("--no-trajectories", action="store_true", help="draw no trajectories")
     p.add_argument("--out", help="output folder (default runs/portrait-NAME-TIME)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_portrait)

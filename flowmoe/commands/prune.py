@@ -26,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--n-save", type=int, default=400, help="saved times of the fine-tuning (default 400)")
     p.add_argument("--extra-dims", type=int, default=2,
                    help="dimensions beyond the teacher span used for the Hessian (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_prune)
 
 
@@ -39,10 +40,11 @@ def _cmd_prune(args) -> int:
     run = load_run(args.run_dir)
     out = Path(args.out) if args.out else default_out("prune", run.spec.name)
     record = prune_and_finetune(run, rule, out, t_end=args.t_end, n_save=args.n_save,
-                                extra_dims=args.extra_dims, at=args.at)
+                                extra_dims=args.extra_dims, at=args.at, progress=not args.quiet,
+                                command=getattr(args, "command_line", None))
     print(f"removed {record['removed']}; loss {record['loss_before']:.3e} → {record['loss_after_prune']:.3e} "
           f"(pruned) → {record['final_loss']:.3e} (fine-tuned); fitted rate {_fmt(record['fitted_rate'])}, "
-          f"predicted {_fmt(record['predicted_rate'])}; wrote {out / 'finetune.json'}")
+          f"predicted {_fmt(record['predicted_rate'])}; wrote {out}/: {', '.join(record['files'])}")
     return 0
 
 

@@ -10,9 +10,9 @@ from ..errors import SpecError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..rates.presets import PRESETS
+    from ..names import RATE_PRESETS
 
-    p.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--preset", required=True, help=f"one of: {', '.join(RATE_PRESETS)}")
     p.add_argument("--out", required=True, help="output folder (resumable: finished n are kept)")
     p.add_argument("--n", nargs="+", default=None, metavar="N",
                    help="sample sizes (default: the preset's protocol)")
@@ -41,9 +41,11 @@ def run(args) -> int:
     preset = get_preset(args.preset)
     n_values = None if args.n is None else [_int(v, "--n") for v in args.n]
     s = run_experiment(preset, args.out, n_values=n_values, reps=_int(args.reps, "--reps"),
-                       seed=_int(args.seed, "--seed"), progress=not args.quiet, pad_to=_int(args.pad_to, "--pad-to"))
+                       seed=_int(args.seed, "--seed"), progress=not args.quiet, pad_to=_int(args.pad_to, "--pad-to"),
+                       command=getattr(args, "command_line", None))
     a = "—" if s["alpha"] is None else f"{s['alpha']:.3f} (95% CI {s['alpha_ci'][0]:.3f}–{s['alpha_ci'][1]:.3f})"
-    print(f"{preset.name}: α = {a} [loss ∝ (log n / n)^α; theory 0.5]; {s['fits']} fits; wrote {args.out}/rates.json")
+    print(f"{preset.name}: α = {a} [loss ∝ (log n / n)^α; theory 0.5]; {s['fits']} fits; "
+          f"wrote {args.out}/: {', '.join(s['files'])} (and the per-n cache in {args.out}/cache)")
     return 0
 
 
@@ -56,7 +58,11 @@ def register(subparsers) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="flowmoe rates", description=__doc__.splitlines()[0])
     add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    from . import command_line
+
+    args.command_line = command_line(["rates", *argv])
     try:
         return run(args)
     except SpecError as err:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
-
 import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import SpecError
-from ..io import write_json
-from ..phases import PhaseOptions, to_json
-from ..spec import RunSpec
-from ..verify import VerifyJob
+
+if TYPE_CHECKING:
+    from ..spec import RunSpec
 
 
 # The command --------------------------------------------------------------------------------
@@ -115,8 +114,11 @@ def _cmd_verify(args) -> int:
 def _claims(args, spec: RunSpec, seeds, out: Path) -> int:
     from ..claims import all_named, builtin_claims, evaluate, format_rule_predictions, format_table, load_claims
     from ..claims import rule_predictions
+    from ..io import write_json
     from ..labelled import write_dataset
+    from ..phases import PhaseOptions, to_json
     from ..sweep import run_sweep, seeds_of
+    from ..verify import VerifyJob
 
     if args.finetune_t_end < 0 or not math.isfinite(args.finetune_t_end):
         raise SpecError("finetune-t-end", f"must be ≥ 0, got {args.finetune_t_end}")
@@ -156,10 +158,11 @@ def _claims(args, spec: RunSpec, seeds, out: Path) -> int:
               "cost": {"wall_s": res.wall_s, "computed": res.computed, "loaded": res.loaded}}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "verify.json", to_json(record), indent=1)
-    (out / "verify.md").write_text(_markdown(spec, seeds, table, summaries, res, rules_text))
+    (out / "verify.md").write_text(_markdown(spec, seeds, table, summaries, res, rules_text,
+                                             getattr(args, "command_line", None)))
     write_dataset(res.records, out / "verify.nc")
     _log(f"{res.computed} runs computed, {res.loaded} loaded from the cache, {res.wall_s:.1f} s; wrote "
-         f"{out / 'verify.json'}, {out / 'verify.md'}, {out / 'verify.nc'}")
+         f"{out}/: verify.json, verify.md, verify.nc and the cache of runs in {out / 'runs'}")
     if args.strict and any(s.failing for s in summaries):
         return 1
     return 0
@@ -171,8 +174,8 @@ def _replay(args, spec: RunSpec) -> str:
     return f"flowmoe run {src} --set {sets + ' ' if sets else ''}init.seed=SEED"
 
 
-def _markdown(spec, seeds, table, summaries, res, rules_text: str = "") -> str:
-    lines = [f"# flowmoe verify: {spec.name}", "",
+def _markdown(spec, seeds, table, summaries, res, rules_text: str = "", command=None) -> str:
+    lines = [f"# flowmoe verify: {spec.name}", ""] + ([f"command: `{command}`", ""] if command else []) + [
              (f"m⋆ = {spec.model.m_star}, m = {spec.model.m}, d = {spec.model.d}, gate {spec.model.gate}, expert "
              f"{spec.model.expert}; seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}); t_end = {spec.solver.t_end:g}."),
              "", "```", table, "```", ""]
@@ -204,7 +207,8 @@ def _scaling(args, spec: RunSpec, seeds, out: Path) -> int:
     if args.n_boot < 100:
         raise SpecError("n-boot", f"must be ≥ 100 bootstrap resamples for a meaningful interval, got {args.n_boot}")
     common = {"horizon": args.horizon, "t_min": args.t_min, "n_save": args.n_save, "workers": args.workers,
-              "progress": not args.quiet, "executor": args.executor, "scheduler": args.scheduler}
+              "progress": not args.quiet, "executor": args.executor, "scheduler": args.scheduler,
+              "command": getattr(args, "command_line", None)}
     t0 = time.perf_counter()
     if args.scaling == "d":
         values = args.values or ",".join(map(str, DEFAULT_D))
@@ -229,8 +233,7 @@ def _scaling(args, spec: RunSpec, seeds, out: Path) -> int:
             print(f"  m = {p['m']:>4}: every teacher recovered in {p['all_recovered']}/{p['runs']} runs "
                   f"(95% CI [{_g(p['ci'][0])}, {_g(p['ci'][1])}])")
     _log(f"{c['computed']} runs computed, {c['loaded']} loaded, {time.perf_counter() - t0:.1f} s; median "
-         f"{_g(c['median_run_s'])} s per computed run; wrote {out / 'scaling.json'}, {out / 'scaling.md'}, "
-         f"{out / 'scaling.nc'}")
+         f"{_g(c['median_run_s'])} s per computed run; wrote {out}/: {', '.join(res['files'])}")
     return 0
 
 

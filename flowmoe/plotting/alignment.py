@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..observables import matching, pair_T1
+from .loss import t1_label
 from . import style
 
 
@@ -40,9 +41,11 @@ def alignment_figure(traj, path, threshold: float = 0.9, title: str | None = Non
         axes[2].semilogy(t, np.maximum(traj.loss, 1e-300), color="k")
         for (i, j), t1 in zip(pairs, T1):
             if np.isfinite(t1):
-                axes[2].axvline(t1, lw=0.7, **style.teacher_style(j))
+                axes[2].axvline(t1, lw=0.7, label=t1_label(i, j, t1), **style.teacher_style(j))
         axes[2].set_xlabel("flow time $t$")
         axes[2].set_title(r"population loss $L$ (lines: $T_1$ per pair)")
+        if np.isfinite(T1).any():
+            axes[2].legend(loc="upper right", framealpha=0.85, edgecolor="none", fontsize=6)
         if title:
             fig.suptitle(title)
         return style.save(fig, path)

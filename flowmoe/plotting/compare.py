@@ -12,9 +12,16 @@ from . import style
 SIM_LINESTYLES = ["--", ":", "-.", (0, (5, 1, 1, 1))]
 
 
+def sim_style(s: int) -> dict:
+    """Colour and dash style of the ``s``-th simulation of an overlay."""
+    return {"color": style.SIM_COLORS[s % len(style.SIM_COLORS)], "ls": SIM_LINESTYLES[s % len(SIM_LINESTYLES)]}
+
+
 def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
-    """Matched router and expert alignments, the loss and the norms: ODE (solid) against each
-    simulation (dashed, dotted, …), one colour per teacher."""
+    """Matched router and expert alignments, the loss and the norms: the ODE (thick, grey) against
+    each simulation (one colour and one dash style each); in the alignment panels the teacher of a
+    matched pair is told by the line style of its ODE curve and by the label."""
+    from matplotlib.lines import Line2D
 
     pairs = matching(ode, 0)
     with style.rc_context(style.STYLE):
@@ -22,27 +29,28 @@ def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
         for ax, attr, name in ((axes[0], "router_alignment", r"router $\bar v_{i}^\top v^\star_j$ (matched)"),
                                (axes[1], "expert_alignment", r"expert $\bar w_{i}^\top w^\star_j$ (matched)")):
             for i, j in pairs:
-                c = style.COLORS[j % len(style.COLORS)]
-                ax.plot(ode.t, getattr(ode, attr)[:, i, j], color=c, lw=2.2, alpha=0.45,
+                ts = style.LINESTYLES[j % len(style.LINESTYLES)]
+                ax.plot(ode.t, getattr(ode, attr)[:, i, j], color="k", ls=ts, lw=2.2, alpha=0.35,
                         label=f"ODE, student {i} → teacher {j}")
                 for s, (method, traj) in enumerate(sims.items()):
-                    ax.plot(traj.t, getattr(traj, attr)[:, i, j], color=c, lw=1.1,
-                            ls=SIM_LINESTYLES[s % len(SIM_LINESTYLES)],
+                    ax.plot(traj.t, getattr(traj, attr)[:, i, j], lw=1.1, **sim_style(s),
                             label=method if (i, j) == pairs[0] else None)
             ax.set_ylim(-1.05, 1.05)
             ax.set_xlabel("flow time $t$ (simulation: lr × steps)")
             ax.set_title(name)
+        handles = [Line2D([], [], color="k", lw=2.2, alpha=0.35, label="ODE")]
+        handles += [Line2D([], [], lw=1.1, label=method, **sim_style(s)) for s, method in enumerate(sims)]
+        axes[0].legend(handles=handles, loc="lower right", frameon=False, fontsize=6)
         axes[1].legend(loc="lower right", frameon=False, fontsize=6)
-        axes[2].semilogy(ode.t, ode.loss, color="k", lw=2.2, alpha=0.45, label="ODE")
+        axes[2].semilogy(ode.t, ode.loss, color="k", lw=2.2, alpha=0.35, label="ODE")
         axes[3].plot(ode.t, np.max(ode.norms[:, :2 * ode.m] / ode.norms[:1, :2 * ode.m], axis=1), color="k",
-                     lw=2.2, alpha=0.45, label="ODE")
+                     lw=2.2, alpha=0.35, label="ODE")
         for s, (method, traj) in enumerate(sims.items()):
-            ls = SIM_LINESTYLES[s % len(SIM_LINESTYLES)]
-            axes[2].semilogy(traj.t, traj.loss, color="k", ls=ls, lw=1.1, label=method)
+            st = sim_style(s)
+            axes[2].semilogy(traj.t, traj.loss, lw=1.1, label=method, **st)
             ratio = traj.norms[:, :2 * traj.m] / traj.norms[:1, :2 * traj.m]
-            axes[3].plot(traj.t, np.max(ratio, axis=1), color="k", ls=ls, lw=1.1, label=f"{method} (max)")
-            axes[3].plot(traj.t, np.median(ratio, axis=1), color="#0072b2", ls=ls, lw=1.1,
-                         label=f"{method} (median)")
+            axes[3].plot(traj.t, np.max(ratio, axis=1), lw=1.4, label=f"{method} (max)", **st)
+            axes[3].plot(traj.t, np.median(ratio, axis=1), lw=0.8, alpha=0.7, label=f"{method} (median, thin)", **st)
         axes[2].set_title("population loss $L$")
         axes[3].set_title(r"norm growth $\|u\|/\|u(0)\|$ (students)")
         for ax in axes[2:]:

@@ -7,12 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpecError
-from ..observables import DEFAULT_TC_TERMS, MATCHING_RULES, error_terms, match_pairs, pair_T1, time_Tc
+from ..names import MATCHINGS
+from ..observables import DEFAULT_TC_TERMS, error_terms, match_pairs, pair_T1, time_Tc
 from ..trajectory import Trajectory
 from . import style
 
 
-MATCHINGS = MATCHING_RULES
+def t1_label(i: int, j: int, t1: float) -> str:
+    """Legend label of the T₁ line of the matched pair (student i, teacher j)."""
+    return f"$T_1$, student {i} → teacher {j}: {t1:.3g}"
 
 
 def loss_markers(traj: Trajectory, threshold: float = 0.9, error_tol: float = 0.05,
@@ -39,7 +42,7 @@ def draw_loss(axes, traj: Trajectory, threshold: float = 0.9, error_tol: float =
     ax.semilogy(t, np.maximum(traj.loss, 1e-300), color="k", lw=1.4, label="population loss $L(t)$")
     for (i, j), t1 in zip(mk["pairs"], mk["T1_pairs"]):
         if np.isfinite(t1):
-            ax.axvline(t1, lw=0.7, alpha=0.8, **style.teacher_style(j))
+            ax.axvline(t1, lw=0.7, alpha=0.8, label=t1_label(i, j, t1), **style.teacher_style(j))
     if np.isfinite(mk["T1"]):
         ax.axvline(mk["T1"], color="k", lw=1.6, ls="--", label=f"$T_1$ = {mk['T1']:.3g} (all pairs ≥ {threshold:g})")
     else:
@@ -48,22 +51,25 @@ def draw_loss(axes, traj: Trajectory, threshold: float = 0.9, error_tol: float =
         ax.axvline(mk["Tc"], color="k", lw=1.6, ls=":", label=f"$T_c$ = {mk['Tc']:.3g} (errors < {error_tol:g})")
     else:
         ax.plot([], [], color="k", lw=1.6, ls=":", label=f"$T_c$: errors not below {error_tol:g} by the end")
-    ax.plot([], [], color=style.COLORS[1], lw=0.7, label=f"$T_1$ of each matched pair ({match} matching)")
     ax.set_xlabel("flow time $t$")
     ax.set_ylabel("$L$")
     ax.set_title("population loss (log scale)")
-    ax.legend(loc="lower left", frameon=False)
+    ax.legend(loc="upper right", framealpha=0.85, edgecolor="none", title=f"$T_1$ per pair: {match} matching",
+              title_fontsize=7)
     if len(axes) > 1:
         ax = axes[1]
         errs = error_terms(traj, mk["pairs"])
         styles = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]
+        top = error_tol
         for name, ls in zip(DEFAULT_TC_TERMS, styles):
-            ax.semilogy(t, np.maximum(np.max(errs[name], axis=1), 1e-300), color="k", ls=ls, lw=1.0,
-                        label=_TERM_LABEL.get(name, name))
+            worst = np.max(errs[name], axis=1)
+            top = max(top, float(np.nanmax(worst, initial=0.0)))
+            ax.semilogy(t, np.maximum(worst, 1e-300), color="k", ls=ls, lw=1.0, label=_TERM_LABEL.get(name, name))
         ax.axhline(error_tol, color=style.COLORS[2], lw=1.0, label=f"tolerance {error_tol:g}")
         if np.isfinite(mk["Tc"]):
             ax.axvline(mk["Tc"], color="k", lw=1.6, ls=":")
-        ax.set_ylim(bottom=error_tol * 1e-4)  # exact zeros (e.g. an orthogonalised router) are off-scale
+        # exact zeros (e.g. an orthogonalised router) are off-scale below, and do not stretch the axis above
+        ax.set_ylim(error_tol * 1e-4, 3.0 * top)
         ax.set_xlabel("flow time $t$")
         ax.set_title("error terms defining $T_c$ (max over matched pairs)")
         ax.legend(loc="lower left", frameon=False)

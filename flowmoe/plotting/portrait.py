@@ -19,6 +19,11 @@ _MEANING = {"alpha": (r"\bar v", r"v^\star"), "beta": (r"\bar w", r"w^\star"), "
 _EXTRA = {"alpha": " (router alignment)", "beta": " (expert alignment)"}
 
 
+# Stable and unstable manifolds differ in colour and in line style (the nullclines use COLORS[1], COLORS[2]).
+MANIFOLD_STYLE = {"unstable": {"color": style.COLORS[3], "ls": "-"},
+                  "stable": {"color": style.COLORS[4], "ls": "-."}}
+
+
 def observable_label(name: str) -> str:
     """Mathtext axis label of an observable name (``alpha``, ``beta[3,0]``, ``rho[2]``, ``G[1,4]``, …)."""
     import re
@@ -96,13 +101,12 @@ def portrait_figure(portrait, path, title: str | None = None) -> list[Path]:
             handles.append(Line2D([], [], color="k", lw=1.3, marker="D", ms=3.5, label=what + " (◆ start)"))
         seen = set()
         for sep in portrait.separatrices:
-            ls = "-" if sep["manifold"] == "unstable" else "-."
-            ax.plot(sep["points"][:, 0], sep["points"][:, 1], color=style.COLORS[2], lw=2.2, ls=ls, zorder=5, alpha=0.9)
+            st = MANIFOLD_STYLE[sep["manifold"]]
+            ax.plot(sep["points"][:, 0], sep["points"][:, 1], lw=2.2, zorder=5, alpha=0.9, **st)
             if sep["manifold"] not in seen:
                 seen.add(sep["manifold"])
-                handles.append(Line2D([], [], color=style.COLORS[2], lw=2.2, ls=ls,
-                                      label=f"{sep['manifold']} manifold of a saddle"
-                                            + (" (separatrix)" if sep["manifold"] == "stable" else "")))
+                handles.append(Line2D([], [], lw=2.2, **st, label=f"{sep['manifold']} manifold of a saddle"
+                                      + (" (separatrix)" if sep["manifold"] == "stable" else "")))
         kinds_seen = []
         for fp in portrait.fixed_points:
             st = dict(_FP_STYLE[fp["kind"]])

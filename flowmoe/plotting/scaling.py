@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from . import style
 
@@ -60,6 +61,7 @@ def m_figure(result: dict, path):
         ax.errorbar(m, f, yerr=[f - lo, hi - f], fmt="o-", color="k", capsize=3)
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("student experts $m$")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("fraction recovering every teacher")
         ax.set_title(f"m⋆ = {result['m_star']}, d = {result['d']} (95% Wilson intervals)")
         return style.save(fig, path)

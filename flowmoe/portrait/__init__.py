@@ -69,10 +69,12 @@ import numpy as np
 
 from ..errors import SpecError
 from ..io import write_json
+from ..progress import Stages
 from .curves import default_starts, integrate_plane, separatrices, trajectories, trajectory_mode
 from .fixed_points import classify, find_fixed_points, newton
 from .plane import Plane, _overlap_value, make_plane
-from .reduction import (OVERLAPS, PSD_TOL, REDUCTIONS, SLICE_NAMES_HELP, Reduction, gram_entry, pair_reduction,
+from ..names import OVERLAPS, REDUCTIONS, SLICE_NAMES_HELP
+from .reduction import (PSD_TOL, Reduction, gram_entry, pair_reduction,
                         slice_reduction, symmetric_reduction)
 
 
@@ -143,10 +145,24 @@ def _split(flat, lengths):
 def compute_portrait(plane: Plane, *, grid: int = 41, starts=None, t_end: float = 20.0, n_starts: int = 12,
                      ftol: float = 1e-10, eig_tol: float = 1e-6, invariance_tol: float = 1e-9,
                      with_trajectories: bool = True, with_separatrices: bool = True,
-                     base_point=None, description: str = "") -> Portrait:
-    """Grid field, invariance, fixed points, separatrices and trajectories of one plane."""
+                     base_point=None, description: str = "", progress: bool = False) -> Portrait:
+    """Grid field, invariance, fixed points, separatrices and trajectories of one plane
+    (``progress``: a bar over these stages on stderr)."""
     if grid < 5:
         raise SpecError("--grid", f"must be ≥ 5, got {grid}")
+    stages = Stages(PORTRAIT_STAGES, "portrait", progress)
+    try:
+        return _compute(plane, stages, grid, starts, t_end, n_starts, ftol, eig_tol, invariance_tol,
+                        with_trajectories, with_separatrices, base_point, description)
+    finally:
+        stages.close()
+
+
+PORTRAIT_STAGES = ("field", "fixed points", "separatrices", "trajectories")
+
+
+def _compute(plane, stages, grid, starts, t_end, n_starts, ftol, eig_tol, invariance_tol, with_trajectories,
+             with_separatrices, base_point, description) -> Portrait:
     xs = np.linspace(*plane.xlim, grid)
     ys = np.linspace(*plane.ylim, grid)
     X, Y = np.meshgrid(xs, ys)  # rows: y, columns: x (matplotlib's streamplot layout)
@@ -161,19 +177,23 @@ def compute_portrait(plane: Plane, *, grid: int = 41, starts=None, t_end: float 
         raise SpecError("--x/--y", "no grid point of this plane is a valid (positive semi-definite) Gram matrix "
                                    f"with the other entries held;{why} choose other observables, --fix values or "
                                    "--xlim/--ylim")
-    F, leak = plane.batched("field_leak", pts)
+    with stages.stage("field"):
+        F, leak = plane.batched("field_leak", pts)
     F[~valid] = np.nan
     leak = np.where(valid, leak, np.nan)
     speed = float(np.nanmax(np.abs(F)))
     leak_max = float(np.nanmax(leak))
     invariant = leak_max <= invariance_tol * max(1.0, speed)
-    fps = find_fixed_points(plane, n_starts=n_starts, ftol=ftol * max(1.0, speed), eig_tol=eig_tol)
+    with stages.stage("fixed points"):
+        fps = find_fixed_points(plane, n_starts=n_starts, ftol=ftol * max(1.0, speed), eig_tol=eig_tol)
     for fp in fps:
         fp["fixed_point_of_full_flow"] = bool(fp["off_plane_speed"] <= ftol * max(1.0, speed))
-    seps = separatrices(plane, fps) if with_separatrices else []
+    with stages.stage("separatrices"):
+        seps = separatrices(plane, fps) if with_separatrices else []
     if starts is None:
         starts = default_starts(plane, base_point)
-    trajs = trajectories(plane, starts, t_end, invariant) if with_trajectories else []
+    with stages.stage("trajectories"):
+        trajs = trajectories(plane, starts, t_end, invariant) if with_trajectories else []
     drift = max((tr["off_plane"] for tr in trajs), default=0.0)
     split = max((tr["splitting"] for tr in trajs if "splitting" in tr), default=None)
     red = plane.reduction

@@ -12,13 +12,8 @@ import numpy as np
 
 from ..errors import SpecError
 from ..gates import get_expert, get_gate
+from ..names import OVERLAPS, SLICE_NAMES_HELP
 from ..ode import gram_ode
-
-
-OVERLAPS = ("alpha", "beta", "mu", "nu", "rho")
-
-
-REDUCTIONS = ("pair", "symmetric", "slice")
 
 
 PSD_TOL = 1e-10
@@ -189,11 +184,6 @@ _NAMED = re.compile(r"^(alpha|beta|mu|nu|vv|ww|vw|G)\[\s*(\d+)\s*,\s*(\d+)\s*\]$
 
 
 _RHO = re.compile(r"^rho\[\s*(\d+)\s*\]$")
-
-
-SLICE_NAMES_HELP = ("alpha[i,j] = ⟨v̄_i, v⋆_j⟩, beta[i,j] = ⟨w̄_i, w⋆_j⟩, mu[i,j] = ⟨v̄_i, w⋆_j⟩, "
-                    "nu[i,j] = ⟨w̄_i, v⋆_j⟩, rho[i] = ⟨v̄_i, w̄_i⟩, vv[i,k], ww[i,k], vw[i,k] = ⟨v̄_i, w̄_k⟩, "
-                    "G[p,q] (a Gram entry); bare alpha, beta, mu, nu, rho mean index 0")
 
 
 def gram_entry(name: str, m: int, m_star: int, field: str) -> tuple[int, int]:

@@ -182,8 +182,9 @@ def check_n_values(n_values) -> list[int]:
 
 
 def run_experiment(preset: RatePreset, out, n_values=None, reps: int | None = None, seed: int = 0,
-                   progress: bool = True, pad_to: int | None = None) -> dict:
-    """Run (or resume) ``preset`` into folder ``out``: cache/n_*.json, rates.json, report.md, rates.png.
+                   progress: bool = True, pad_to: int | None = None, command: str | None = None) -> dict:
+    """Run (or resume) ``preset`` into folder ``out``: cache/n_*.json, rates.json, report.md, rates.png
+    (+ .svg); ``command`` (the command line) is recorded in rates.json and report.md.
 
     ``pad_to``: pad every data set to this size (zero-weight points) instead of the next power of two,
     so that all n share one compiled fit (useful for quick runs with small n).
@@ -233,6 +234,8 @@ def run_experiment(preset: RatePreset, out, n_values=None, reps: int | None = No
     summary["n_computed_this_run"] = computed
     fit_seconds = sum(summary["seconds"])
     summary["fits_per_second"] = summary["fits"] / fit_seconds if fit_seconds > 0 else None
+    summary["command"] = command
+    summary["files"] = ["rates.json", "rates.png", "rates.svg", "report.md"]
     from ..plotting.rates import rates_figure
     from .report import write_report
 

@@ -18,6 +18,7 @@ def write_report(summary: dict, path, figure: str | None = None) -> Path:
     a1 = "—" if s.get("alpha_inv_n") is None else f"{s['alpha_inv_n']:.3f}"
     lines = [
         f"# Rate experiment `{s['preset']}`", "",
+        *([f"command: `{s['command']}`", ""] if s.get("command") else []),
         s["description"], "",
         f"Loss {s['loss']}; {s['settings']['reps']} replications per n; MLE by {s['settings']['method']} "
         f"(tolerance {s['settings']['tol']:g}, at most {s['settings']['max_steps']} iterations); "
