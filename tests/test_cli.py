@@ -98,3 +98,28 @@ def test_bad_command_lines_are_one_line_errors(argv):
     res = subprocess.run([sys.executable, "-m", "flowmoe", *argv], capture_output=True, text=True, env=env,
                          timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("argv, attr, expected", [
+    (["run", "--preset", "small", "--set", "solver.t_end=5", "--set", "solver.n_save=11"], "set",
+     ["solver.t_end=5", "solver.n_save=11"]),
+    (["run", "--set", "model.m=4", "solver.t_end=5", "--set", "model.d=20"], "set",
+     ["model.m=4", "solver.t_end=5", "model.d=20"]),
+    (["compare", "--method", "online-sgd", "--method", "population-gd"], "method", ["online-sgd", "population-gd"]),
+    (["portrait", "--fix", "mu=0", "--fix", "nu=0"], "fix", ["mu=0", "nu=0"]),
+])
+def test_a_repeated_list_option_accumulates_instead_of_dropping_the_first(argv, attr, expected):
+    """`--set a=1 --set b=2` once kept only b=2 (argparse's default 'store' action), silently
+    running a different spec than the one typed."""
+    from flowmoe.commands import build_parser
+
+    assert getattr(build_parser().parse_args(argv), attr) == expected
+
+
+def test_two_set_flags_both_reach_the_spec():
+    from flowmoe.commands import build_parser, resolve_spec
+
+    args = build_parser().parse_args(["run", "--preset", "small", "--set", "solver.t_end=5", "--set", "solver.n_save=11"])
+    spec = resolve_spec(args)
+    assert (spec.solver.t_end, spec.solver.n_save) == (5.0, 11)
+

@@ -28,7 +28,7 @@ def _cmd_compare(args) -> int:
               f"GD {[f'{x:.3g}' for x in res['sgd_deviation_pop']]} (slope {res['sgd_slope_pop']:.3f}, expected ≈ −0.5)")
         print(f"wrote {out / 'study.json'}, {', '.join(map(str, res['files']))}")
         return 0
-    record = compare_job(spec, out, args.method, lr=args.lr, t_end=t_end, batch=args.batch, n=args.n,
+    record = compare_job(spec, out, args.method or ["online-sgd"], lr=args.lr, t_end=t_end, batch=args.batch, n=args.n,
                          seed=args.seed, save_every=args.save_every,
                          dtype="float32" if args.float32 else "float64", tol=args.tol, figure=args.figure,
                          progress=not args.quiet, log=None if args.quiet else log, project=args.project,
@@ -50,7 +50,7 @@ def register(sub) -> None:
                                    "overlay plots, a table of deviations and summary.json. --study: deviation "
                                    "against lr (population GD) and batch size (online SGD) with fitted slopes.")
     add_spec_arguments(p, default_preset="small")
-    p.add_argument("--method", nargs="+", default=["online-sgd"], choices=METHODS,
+    p.add_argument("--method", nargs="+", action="extend", default=None, choices=METHODS,
                    help="one or more simulators (default: online-sgd)")
     p.add_argument("--lr", type=float, default=0.01, help="step size; flow time t = lr × steps (default 0.01)")
     p.add_argument("--t-end", type=float, default=None, help="flow time to simulate (default: the spec's solver.t_end; 600 for the small preset, "

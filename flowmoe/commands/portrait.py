@@ -164,7 +164,7 @@ def register(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", help=f"slice a preset shipped with flowmoe: {', '.join(preset_names())}")
     g.add_argument("--config", help="slice the spec of a TOML file")
-    p.add_argument("--set", nargs="+", metavar="SECTION.FIELD=VALUE", default=[], help="override spec fields")
+    p.add_argument("--set", nargs="+", action="extend", metavar="SECTION.FIELD=VALUE", default=[], help="override spec fields")
     p.add_argument("--reduction", choices=REDUCTIONS,
                    help="pair (default without a spec), symmetric (--students identical students, one teacher), "
                         "slice (default with a spec)")
@@ -174,7 +174,7 @@ def register(sub) -> None:
     p.add_argument("--x", help="observable on the x axis: alpha, beta, mu, nu, rho (pair/symmetric); for a slice "
                                + SLICE_NAMES_HELP + " (default: alpha of the best-matched pair)")
     p.add_argument("--y", help="observable on the y axis (default beta)")
-    p.add_argument("--fix", nargs="+", metavar="NAME=VALUE", default=[],
+    p.add_argument("--fix", nargs="+", action="extend", metavar="NAME=VALUE", default=[],
                    help="hold other observables at these values (pair/symmetric default 0; slices: base state)")
     p.add_argument("--at", type=float, help="slice: hold the other entries at the state of the flow at this time")
     p.add_argument("--trajectory", help="slice: take the base state from this trajectory.npz (with --at)")

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--preset", required=True, help=f"one of: {', '.join(RATE_PRESETS)}")
     p.add_argument("--out", required=True, help="output folder (resumable: finished n are kept)")
-    p.add_argument("--n", nargs="+", default=None, metavar="N",
+    p.add_argument("--n", nargs="+", action="extend", default=None, metavar="N",
                    help="sample sizes (default: the preset's protocol)")
     p.add_argument("--reps", default=None, help="replications per n (default: the preset's, 40)")
     p.add_argument("--seed", default="0", help="seed of data and initialisations (default 0)")

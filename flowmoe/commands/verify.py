@@ -47,8 +47,8 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--retry-failed", action="store_true", help="recompute cached runs that failed")
     g = p.add_argument_group("claims")
-    g.add_argument("--claims", nargs="+", default=[], metavar="FILE.py", help="Python files defining more claims")
-    g.add_argument("--only", nargs="+", metavar="NAME", help="evaluate only these claims (built-in or user)")
+    g.add_argument("--claims", nargs="+", action="extend", default=[], metavar="FILE.py", help="Python files defining more claims")
+    g.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="evaluate only these claims (built-in or user)")
     g.add_argument("--list-claims", action="store_true", help="list the built-in claims and exit")
     g.add_argument("--keep-trajectories", action="store_true",
                    help="save each run's trajectory in the cache (for claims that need run.trajectory())")
