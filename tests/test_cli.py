@@ -123,3 +123,15 @@ def test_two_set_flags_both_reach_the_spec():
     spec = resolve_spec(args)
     assert (spec.solver.t_end, spec.solver.n_save) == (5.0, 11)
 
+
+
+@pytest.mark.parametrize("argv", [["verify", "--scaling", "d", "--d", "0"], ["run", "--pre", "small"],
+                                  ["compare", "--bat", "10"]])
+def test_an_abbreviated_option_is_refused_not_guessed(argv, capsys):
+    """argparse's prefix matching took `verify --d 0` for `--delta-P 0` and ran a whole sweep."""
+    from flowmoe.commands import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

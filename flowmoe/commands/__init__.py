@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    # No prefix matching of long options: `verify --d 0` once meant `--delta-P 0` and started a sweep.
+    parser.allow_abbrev = False
+    for command_parser in sub.choices.values():
+        command_parser.allow_abbrev = False
     return parser
 
 
