@@ -142,13 +142,23 @@ class _Progress:
 
     def __init__(self, t_end: float, ts):
         self.t_end, self.ts, self.t0 = t_end, ts, time.perf_counter()
+        # On a terminal the line is redrawn in place; in a log file (not a tty) a full line is
+        # written at each tenth of the run, so the log stays readable.
+        self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self.tenth = -1
 
     def __call__(self, k: int, n: int) -> None:
-        print(f"\r[flowmoe] t = {self.ts[k]:.4g} / {self.t_end:g} ({100 * k / n:.0f} %, "
-              f"{time.perf_counter() - self.t0:.1f} s)", end="", file=sys.stderr, flush=True)
+        text = (f"[flowmoe] t = {self.ts[k]:.4g} / {self.t_end:g} ({100 * k / n:.0f} %, "
+                f"{time.perf_counter() - self.t0:.1f} s)")
+        if self.tty:
+            print("\r" + text, end="", file=sys.stderr, flush=True)
+        elif (10 * k) // n > self.tenth:
+            self.tenth = (10 * k) // n
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        print(file=sys.stderr, flush=True)
+        if self.tty:
+            print(file=sys.stderr, flush=True)
 
 
 def _fmt(xs) -> str:

@@ -77,3 +77,21 @@ def test_out_that_is_a_file_is_refused_before_computing(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "--out" in err and "under a file" in err and "integrating" not in err
+
+
+def test_progress_in_a_log_file_is_whole_lines_at_each_tenth(capsys):
+    """Redirected to a file, the progress report was one line glued together by carriage returns."""
+    import numpy as np
+
+    from flowmoe.run import _Progress
+
+    ts = np.linspace(0.0, 100.0, 101)
+    bar = _Progress(100.0, ts)  # pytest's captured stderr is not a tty
+    for k in range(1, 101):
+        bar(k, 100)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    # the first chunk (after the compile), then one line per tenth
+    assert [ln.split("(")[1].split(" %")[0] for ln in lines] == ["1"] + [str(10 * j) for j in range(1, 11)]
