@@ -19,7 +19,7 @@ holds whatever the rank of G (a direction of w outside the span is simply one mo
 orthogonal to every field). The expectations over w are a fixed quadrature: one set of scrambled
 Sobol points mapped to normals and made antithetic (:func:`flowmoe.backends.router.sobol_normals`),
 generated once on the host, so the right-hand side is a fixed smooth function of (G, r) with no
-host callbacks. Its error is measured in ``docs/sgd-ode.md`` (``python -m flowmoe.online_sgd``).
+host callbacks. Its error is measured in ``docs/sgd-ode.md`` (``python bench/sgd_ode_quadrature.py``).
 """
 
 from __future__ import annotations
