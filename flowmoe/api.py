@@ -93,14 +93,16 @@ def check_times(times) -> np.ndarray:
 
 def gradient_flow(V: Vectors, W: Vectors, V_star: Vectors, W_star: Vectors, times: Times, gate="sigmoid",
                   expert="he3", *, solver: SolverSpec | None = None, model_backend_name="pair",
-                  backend_options: dict | None = None, progress=False, **solver_options) -> Trajectory:
+                  backend_options: dict | None = None, progress=False, dynamics=None, **solver_options) -> Trajectory:
     """Exact gradient flow of the population loss from (V, W), saved at ``times``.
 
     Integrates the Gram ODE (docs/maths.md §2); the flow starts at ``times[0]``. The integrator
     settings are ``solver`` (a :class:`~flowmoe.spec.SolverSpec`) or its fields as keywords
     (``backend="diffrax"``, ``method``, ``rtol``, ``atol``, ``max_steps``, ``norms``,
     ``norm_drift_lr``, ``state``). ``model_backend_name`` picks the expectation backend (the
-    spec's ``model.backend``). Returns a :class:`~flowmoe.trajectory.Trajectory` whose ``gram``
+    spec's ``model.backend``). ``dynamics`` (a :class:`~flowmoe.spec.DynamicsSpec`) with method
+    ``"online-sgd"`` integrates the online-SGD ODE instead (docs/sgd-ode.md; d = the vectors'
+    dimension). Returns a :class:`~flowmoe.trajectory.Trajectory` whose ``gram``
     has shape (len(times), N, N) in the layout of :class:`flowmoe.layout.Layout`.
     """
     V, W, Vs, Ws = _check_vectors(V, W, V_star, W_star)
@@ -108,7 +110,7 @@ def gradient_flow(V: Vectors, W: Vectors, V_star: Vectors, W_star: Vectors, time
     G0, r0 = gram_from_vectors(V, W, Vs, Ws)
     return flow_from_gram(G0, r0, V.shape[0], Vs.shape[0], ts, gate, expert, solver=solver,
                           model_backend_name=model_backend_name, backend_options=backend_options,
-                          progress=progress, **solver_options)
+                          progress=progress, dynamics=dynamics, d=V.shape[1], **solver_options)
 
 
 def check_gram(G0, r0, m: int, m_star: int):
@@ -157,6 +159,7 @@ def solver_spec(solver: SolverSpec | None = None, **options) -> SolverSpec:
 
 
 def ode_provenance(backend: ExpectationBackend, vf, solver: SolverSpec) -> Provenance:
+    sgd = [t for t in vf.describe() if t.get("term") == "online-sgd"]
     gate, expert = getattr(backend, "gate", None), getattr(backend, "expert", None)
     # The registered name and options that built the backend are kept beside its own description, so
     # that vector_field_of can rebuild exactly this backend from a saved trajectory.
@@ -165,14 +168,18 @@ def ode_provenance(backend: ExpectationBackend, vf, solver: SolverSpec) -> Prove
         model["gate"] = gate.convention()
     if expert is not None:
         model["expert"] = expert.convention()
-    return Provenance(source="ode", model=model, time="gradient-flow time t", solver=solver.to_dict(),
-                      dynamics=tuple(vf.describe()))
+    time = (f"t = lr * steps of online SGD (lr = {sgd[0]['lr']:g}, batch = {sgd[0]['batch']}): the online-SGD ODE"
+            if sgd else "gradient-flow time t")
+    return Provenance(source="ode", model=model, time=time, solver=solver.to_dict(), dynamics=tuple(vf.describe()))
 
 
 def flow_from_gram(G0: Gram, r0: Norms, m, m_star, ts: Times, gate="sigmoid", expert="he3", *,
                    solver: SolverSpec | None = None, model_backend_name="pair", backend_options: dict | None = None,
-                   progress=False, **solver_options) -> Trajectory:
+                   progress=False, dynamics=None, d: int | None = None, **solver_options) -> Trajectory:
     """Gradient flow from a Gram matrix and norms (the d-free entry point).
+
+    ``dynamics`` with method ``"online-sgd"`` integrates the online-SGD ODE (it needs the input
+    dimension ``d``, and a solver with ``state="gram"``, ``norms="state"``).
 
     If the solver stops early, raises :class:`SolveError` whose ``partial`` is the Trajectory up
     to the last good saved time (or None if fewer than two times were reached); its provenance
@@ -182,7 +189,7 @@ def flow_from_gram(G0: Gram, r0: Norms, m, m_star, ts: Times, gate="sigmoid", ex
     G0, r0, m, m_star = check_gram(G0, r0, m, m_star)
     solver = solver_spec(solver, **solver_options)
     backend = model_backend(model_backend_name, gate, expert, m, m_star, backend_options)
-    vf = vector_field(backend, terms_for(solver))
+    vf = vector_field(backend, terms_for(solver, dynamics, backend=backend, d=d))
     return solve_flow(vf, G0, r0, ts, solver, progress=progress)
 
 
@@ -203,7 +210,15 @@ def vector_field_of(traj: Trajectory, **solver_overrides):
     described = model.get("backend") or {}
     backend = model_backend(described.get("name", "pair"), model["gate"]["name"], model["expert"]["name"],
                             traj.m, traj.m_star, described.get("options") or {})
-    return vector_field(backend, terms_for(solver)), solver
+    dynamics, d = None, None
+    for term in prov.dynamics or ():
+        if term.get("term") == "online-sgd":  # the online-SGD ODE: its step, batch, d and quadrature
+            from .spec import DynamicsSpec
+
+            dynamics = DynamicsSpec("online-sgd", term["lr"], term["batch"], term["points"], term["unit_points"],
+                                    term["seed"])
+            d = term["d"]
+    return vector_field(backend, terms_for(solver, dynamics, backend=backend, d=d)), solver
 
 
 def solve_flow(vf, G0, r0, ts, solver: SolverSpec, progress=False, provenance: Provenance | None = None) -> Trajectory:

@@ -153,6 +153,63 @@ def ode_at(V, W, V_star, W_star, times, gate="sigmoid", expert="he3", rtol=1e-10
         raise
 
 
+def sgd_ode_at(V, W, V_star, W_star, times, lr, batch, gate="sigmoid", expert="he3", rtol=1e-6, atol=1e-8, *,
+               solver: SolverSpec | None = None, model_backend_name="pair", backend_options=None, dynamics=None):
+    """The online-SGD ODE (docs/sgd-ode.md) with step ``lr`` and batch ``batch`` from (V, W), saved at
+    ``times`` (partial result if it stops). ``solver`` gives the integrator (its state and norms are set
+    to "gram" and "state"); ``dynamics`` (a DynamicsSpec) may fix the quadrature options."""
+    from dataclasses import replace
+
+    from .spec import DynamicsSpec
+
+    base = solver or SolverSpec(rtol=rtol, atol=atol)
+    # its O(lr) terms carry a quadrature error of ≈ 1 % (docs/sgd-ode.md): tolerances tighter than 1e-6 buy nothing
+    solver = replace(base, state="gram", norms="state", norm_drift_lr=0.0, rtol=max(base.rtol, rtol),
+                     atol=max(base.atol, atol))
+    q = dynamics or DynamicsSpec()
+    dyn = DynamicsSpec("online-sgd", lr, batch, q.points, q.unit_points, q.seed)
+    try:
+        return gradient_flow(V, W, V_star, W_star, times, gate, expert, solver=solver, dynamics=dyn,
+                             model_backend_name=model_backend_name, backend_options=backend_options)
+    except SolveError as err:
+        if err.partial is not None:
+            return err.partial
+        raise
+
+
+def sgd_ode_summary(sgd: Trajectory, sims: dict) -> dict:
+    """The SGD ODE against each online-SGD simulation: deviations (as :func:`deviations`, with the
+    SGD ODE as the reference) and the norm growth and loss of both at the last shared time."""
+    out = {"norm_growth_sgd_ode": float(np.max(sgd.norms[:, :2 * sgd.m] / sgd.norms[:1, :2 * sgd.m])),
+           "t_end": float(sgd.t[-1]), "loss_end": float(sgd.loss[-1]), "vs": {}}
+    for method, traj in sims.items():
+        if method != "online-sgd":
+            continue
+        T = min(len(sgd), len(traj))
+        dev = deviations(sgd.slice(T), traj.slice(T))
+        k = T - 1
+        s = slice(0, 2 * sgd.m)
+        g_ode, g_sim = sgd.norms[k, s] / sgd.norms[0, s], traj.norms[k, s] / traj.norms[0, s]
+        out["vs"][method] = {
+            "alignment": dev["alignment"], "matched": dev["matched"], "loss_rel": dev["loss_rel"],
+            "t": float(sgd.t[k]), "loss_sgd_ode": float(sgd.loss[k]), "loss_sim": float(traj.loss[k]),
+            "growth_max_sgd_ode": float(g_ode.max()), "growth_max_sim": float(g_sim.max()),
+            "growth_median_sgd_ode": float(np.median(g_ode)), "growth_median_sim": float(np.median(g_sim))}
+    return out
+
+
+def format_sgd_ode(summary: dict) -> str:
+    """One line per online-SGD simulation: how far it is from the SGD ODE."""
+    lines = []
+    for method, v in summary["vs"].items():
+        lines.append(f"{method} vs the online-SGD ODE (t ≤ {v['t']:g}): alignment {v['alignment']:.3g}, matched "
+                     f"{v['matched']:.3g}, loss (rel) {v['loss_rel']:.3g}; at t = {v['t']:g}: loss sim "
+                     f"{v['loss_sim']:.4g} / SGD ODE {v['loss_sgd_ode']:.4g}, norm growth max sim "
+                     f"{v['growth_max_sim']:.3f} / SGD ODE {v['growth_max_sgd_ode']:.3f}, median sim "
+                     f"{v['growth_median_sim']:.3f} / SGD ODE {v['growth_median_sgd_ode']:.3f}")
+    return "\n".join(lines)
+
+
 def run_simulation(V, W, V_star, W_star, method, **options) -> tuple[Trajectory, str | None]:
     """:func:`simulate`, returning (trajectory, error message or None); a diverged run's partial
     trajectory is returned with its message."""
@@ -289,12 +346,14 @@ def overlay_title(spec: dict, rows) -> str:
 
 def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n=None, seed=0,
                 save_every=None, dtype="float64", tol=0.05, figure=None, progress=True, log=None,
-                project=False, command: str | None = None) -> dict:
+                project=False, command: str | None = None, sgd_ode: bool = False) -> dict:
     """``flowmoe compare``: ODE and simulators from the spec's start; write results into ``out``.
 
     Writes ``ode.npz``, ``sim-METHOD.npz``, ``deviations.md``, ``summary.json`` and
     ``compare.png`` (+ .svg); also the figure at ``figure`` if given. ``command`` (the command
-    line that made it) is written into deviations.md and summary.json. On Ctrl-C the finished
+    line that made it) is written into deviations.md and summary.json. ``sgd_ode``: also integrate
+    the online-SGD ODE with the same lr and batch (``sgd-ode.npz``), overlay it, and compare each
+    online-SGD simulation with it (``summary.json["sgd_ode"]``). On Ctrl-C the finished
     parts are written, summary.json has ``"status": "interrupted"``, and
     :class:`~flowmoe.errors.Interrupted` is raised again.
     """
@@ -318,6 +377,16 @@ def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n
                                           backend_options=spec.backend_options)
     except Interrupted as err:
         (ode, sims, rows), status, interrupted = err.partial, "interrupted", err
+    sgd, sgd_record = None, None
+    if sgd_ode and interrupted is None:
+        if batch is None:
+            raise SpecError("batch", "the online-SGD ODE needs a batch size")
+        (log or (lambda msg: None))(f"online-SGD ODE (lr = {lr:g}, batch = {batch}) at {len(ode.t)} times")
+        t0 = time.perf_counter()
+        sgd = sgd_ode_at(V, W, Vs, Ws, ode.t, lr, batch, m.gate, m.expert, solver=spec.solver,
+                         model_backend_name=m.backend, backend_options=spec.backend_options, dynamics=spec.dynamics)
+        sgd_record = {**sgd_ode_summary(sgd, sims), "wall_time_s": time.perf_counter() - t0,
+                      "dynamics": list(sgd.provenance.dynamics)}
     files = []
     if ode is not None:
         ode = ode.with_provenance(spec=spec.to_dict())
@@ -326,19 +395,25 @@ def compare_job(spec, out, methods, *, lr, t_end=None, steps=None, batch=None, n
     for method, traj in sims.items():
         traj.with_provenance(spec=spec.to_dict()).save(out / f"sim-{method}.npz")
         files.append(f"sim-{method}.npz")
+    if sgd is not None:
+        sgd.with_provenance(spec=spec.to_dict()).save(out / "sgd-ode.npz")
+        files.append("sgd-ode.npz")
     if rows:
-        (out / "deviations.md").write_text(deviations_markdown(rows, tol, command=command))
+        text = deviations_markdown(rows, tol, command=command)
+        if sgd_record is not None:
+            text += "\n## Against the online-SGD ODE\n\n" + format_sgd_ode(sgd_record) + "\n"
+        (out / "deviations.md").write_text(text)
         files.append("deviations.md")
         title = overlay_title(spec.to_dict(), rows)
-        files += [p.name for p in overlay_figure(ode, sims, out / "compare", title=title)]
+        files += [p.name for p in overlay_figure(ode, sims, out / "compare", title=title, sgd_ode=sgd)]
         if figure:
-            files += [str(p) for p in overlay_figure(ode, sims, figure, title=title)]
+            files += [str(p) for p in overlay_figure(ode, sims, figure, title=title, sgd_ode=sgd)]
     record = {"status": status, "spec": spec.to_dict(), "conventions": conventions(spec),
               "versions": library_versions(), "command": command, "tol": tol,
               "criteria": CRITERIA_TEXT.format(tol=tol),
               "ode_wall_time_s": None if ode is None else ode.provenance.stats.get("wall_time_s"),
               "ode_solver": {} if ode is None else {**ode.provenance.solver, **ode.provenance.stats},
-              "rows": rows, "files": files + ["summary.json"]}
+              "rows": rows, "sgd_ode": sgd_record, "files": files + ["summary.json"]}
     write_json(out / "summary.json", record)
     if interrupted is not None:
         raise Interrupted(f"{interrupted}; wrote {out}/: {', '.join(record['files'])}", partial=record)

@@ -42,7 +42,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from .backends import ExpectationBackend, make_backend
-from .errors import SolveError
+from .errors import SolveError, SpecError
 from .layout import Layout
 from .spec import SolverSpec
 from .terms import GradientFlow, NormDrift, Term, context
@@ -109,8 +109,23 @@ class VectorField:
         return odes[0] if len(odes) == 1 else diffrax.MultiTerm(*odes)
 
 
-def terms_for(solver: SolverSpec) -> tuple[Term, ...]:
-    """The terms a solver specification asks for: gradient flow, plus the GD norm drift if set."""
+def terms_for(solver: SolverSpec, dynamics=None, *, backend: ExpectationBackend | None = None,
+              d: int | None = None) -> tuple[Term, ...]:
+    """The terms a solver specification and a :class:`~flowmoe.spec.DynamicsSpec` ask for: gradient
+    flow, plus the GD norm drift if ``solver.norm_drift_lr`` is set, plus the online-SGD term
+    (:class:`~flowmoe.online_sgd.OnlineSGD`, which needs the ``backend``'s structure and the input
+    dimension ``d``) if ``dynamics.method = "online-sgd"``."""
+    if dynamics is not None and dynamics.online_sgd:
+        from .online_sgd import OnlineSGD
+
+        if backend is None or d is None:
+            raise SpecError("dynamics.method", "online-sgd needs the model structure and model.d")
+        if solver.state != "gram" or solver.norms != "state":
+            raise SpecError("solver.state", "dynamics.method = 'online-sgd' needs solver.state = 'gram' and "
+                                            "solver.norms = 'state'")
+        return (GradientFlow(norms="state"),
+                OnlineSGD(backend.gate.name, backend.expert.name, backend.layout, int(d), float(dynamics.lr),
+                          int(dynamics.batch), dynamics.points, dynamics.unit_points, dynamics.seed))
     terms = [GradientFlow(norms=solver.norms)]
     if solver.norm_drift_lr > 0:
         terms.append(NormDrift(float(solver.norm_drift_lr)))

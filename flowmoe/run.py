@@ -40,7 +40,9 @@ def conventions(spec: RunSpec) -> dict:
         "expert": get_expert(spec.model.expert).convention(),
         "model": "f(x) = sum_i gate(vbar_i . x) * expert(wbar_i . x); no output weights, no 1/m",
         "loss": "L = 1/2 E[(f - f_star)^2], x ~ N(0, I_d)",
-        "time": "gradient-flow time t (dtheta/dt = -grad L on raw vectors)",
+        "time": (f"t = lr * steps of online SGD with lr = {spec.dynamics.lr:g}, batch = {spec.dynamics.batch} "
+                 "(the online-SGD ODE: gradient flow plus its O(lr) terms, docs/sgd-ode.md)" if spec.dynamics.online_sgd
+                 else "gradient-flow time t (dtheta/dt = -grad L on raw vectors)"),
         "init": "v_i, w_i iid N(0, I_d/d)",
         "gram_layout": "[vbar_1..vbar_m, wbar_1..wbar_m, v*_1..v*_m*, w*_1..w*_m*]",
     }
@@ -68,7 +70,7 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
     walls["init_s"] = time.perf_counter() - t0
     ts = s.times()
     n = state.gram.shape[0]
-    log(f"integrating the Gram ODE ({n}×{n}) to t = {s.t_end:g} with {s.backend}/{s.method} "
+    log(f"integrating the Gram ODE ({n}×{n}, {_dynamics_name(spec)}) to t = {s.t_end:g} with {s.backend}/{s.method} "
         f"(first call compiles)")
     t1 = time.perf_counter()
     status, error, interrupted = "complete", None, None
@@ -107,7 +109,7 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
     summary = summarize(traj, spec.observe.threshold, spec.observe.error_tol)
     t2 = time.perf_counter()
     figs = alignment_figure(traj, out / "alignment", spec.observe.threshold,
-                            title=f"{spec.name}: m*={m.m_star}, m={m.m}, d={m.d} (exact gradient flow)")
+                            title=f"{spec.name}: m*={m.m_star}, m={m.m}, d={m.d} ({_dynamics_name(spec)})")
     walls["plot_s"] = time.perf_counter() - t2
     walls["total_s"] = time.perf_counter() - t0
     record = {
@@ -135,6 +137,11 @@ def run_job(spec: RunSpec, out: Path, progress: bool = True) -> dict:
         log(f"interrupted at t = {traj.t[-1]:g}: saved what was computed (status: interrupted)")
         raise interrupted
     return record
+
+
+def _dynamics_name(spec: RunSpec) -> str:
+    dyn = spec.dynamics
+    return f"online-SGD ODE, lr={dyn.lr:g}, B={dyn.batch}" if dyn.online_sgd else "exact gradient flow"
 
 
 class _Progress:

@@ -36,6 +36,9 @@ STIFF_SOLVER = ("scipy", "LSODA")
 STEADY_CRITERION = ("max over the state of |dG/dt| and |dr/dt| at the end of a chunk < solver.steady_tol "
                     "(0: off). A saddle plateau is slow too: pick a tolerance far below its speed")
 NORM_MODES = ("fixed", "state")
+DYNAMICS = ("gradient-flow", "online-sgd")
+"""dynamics.method: "gradient-flow" (the exact population gradient flow) or "online-sgd" (gradient flow plus
+the O(lr) terms of online SGD with step dynamics.lr and batch dynamics.batch, docs/sgd-ode.md)."""
 STATES = ("factor", "gram")
 SPACINGS = ("linear", "log")
 MAX_EXPERTS = 10_000  # m and m⋆: the Gram matrix has (2(m + m⋆))² entries
@@ -263,6 +266,47 @@ class SolverSpec:
 
 
 @dataclass(frozen=True)
+class DynamicsSpec:
+    """Which vector field: ``method`` one of :data:`DYNAMICS`. ``"online-sgd"`` (docs/sgd-ode.md) needs
+    the step ``lr`` > 0 and the batch size ``batch`` ≥ 1 of the online SGD it stands for (flow time
+    t = lr × steps); ``points``, ``unit_points`` (powers of 2) and ``seed`` fix the quadrature of its
+    per-sample gradient moments. It integrates the Gram matrix and the norms (``solver.state =
+    "gram"``, ``solver.norms = "state"`` are set for it)."""
+
+    method: str = "gradient-flow"
+    lr: float = 0.0
+    batch: int = 0
+    points: int = 2**14
+    unit_points: int = 2**11
+    seed: int = 0
+
+    def __post_init__(self):
+        _choice(self.method, "dynamics.method", DYNAMICS)
+        object.__setattr__(self, "lr", _float(self.lr, "dynamics.lr", nonneg=True))
+        object.__setattr__(self, "batch", _int(self.batch, "dynamics.batch", 0))
+        for name in ("points", "unit_points"):
+            n = _int(getattr(self, name), f"dynamics.{name}", 4)
+            if n & (n - 1):
+                raise SpecError(f"dynamics.{name}", f"must be a power of 2 (Sobol nets), got {n}")
+            object.__setattr__(self, name, n)
+        object.__setattr__(self, "seed", _int(self.seed, "dynamics.seed", 0))
+        if self.method == "online-sgd":
+            if self.lr <= 0:
+                raise SpecError("dynamics.lr", f"dynamics.method = 'online-sgd' needs the SGD step lr > 0, got {self.lr:g}")
+            if self.batch < 1:
+                raise SpecError("dynamics.batch", f"dynamics.method = 'online-sgd' needs the batch size ≥ 1, got {self.batch}")
+        else:
+            for name in ("lr", "batch"):
+                if getattr(self, name):
+                    raise SpecError(f"dynamics.{name}", f"is only used with dynamics.method = 'online-sgd' "
+                                                        f"(method is {self.method!r})")
+
+    @property
+    def online_sgd(self) -> bool:
+        return self.method == "online-sgd"
+
+
+@dataclass(frozen=True)
 class ObserveSpec:
     """Observation settings (docs/maths.md §4): alignment threshold for T₁ and error tolerance for T_c."""
 
@@ -289,10 +333,21 @@ class RunSpec:
     solver: SolverSpec = field(default_factory=SolverSpec)
     observe: ObserveSpec = field(default_factory=ObserveSpec)
     backend_options: dict = field(default_factory=dict)
+    dynamics: DynamicsSpec = field(default_factory=DynamicsSpec)
 
     def __post_init__(self):
         if not isinstance(self.backend_options, dict):
             raise SpecError("backend", f"must be a table of options, got {self.backend_options!r}")
+        if not isinstance(self.dynamics, DynamicsSpec):
+            raise SpecError("dynamics", f"must be a DynamicsSpec, got {type(self.dynamics).__name__}")
+        if self.dynamics.online_sgd:
+            if self.solver.norm_drift_lr > 0:
+                raise SpecError("solver.norm_drift_lr", "is superseded by dynamics.method = 'online-sgd' (which "
+                                                        "contains the full norm growth); set it to 0")
+            object.__setattr__(self, "solver", dataclasses.replace(self.solver, state="gram", norms="state"))
+            if self.model.d < self.model.n_dirs:
+                raise SpecError("model.d", f"dynamics.method = 'online-sgd' needs d ≥ N = 2(m + m⋆) = "
+                                           f"{self.model.n_dirs}, got d = {self.model.d}")
 
     def __hash__(self):
         return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
@@ -302,7 +357,8 @@ class RunSpec:
         teacher = out["model"].pop("teacher")
         init = out["model"].pop("init")
         return {"name": self.name, "model": out["model"], "teacher": teacher, "init": init,
-                "solver": out["solver"], "observe": out["observe"], "backend": dict(self.backend_options)}
+                "solver": out["solver"], "observe": out["observe"], "backend": dict(self.backend_options),
+                "dynamics": out["dynamics"]}
 
     def backend(self):
         """The expectation backend of this spec (cached per structure)."""
@@ -313,13 +369,13 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: dict, name: str | None = None) -> "RunSpec":
-        known = {"name", "model", "teacher", "init", "solver", "observe", "backend"}
+        known = {"name", "model", "teacher", "init", "solver", "observe", "backend", "dynamics"}
         for key in data:
             if key not in known:
                 raise SpecError(str(key), f"unknown section; allowed: {sorted(known)}")
         sections = {}
         for key, klass in (("model", MoESpec), ("teacher", TeacherSpec), ("init", InitSpec),
-                           ("solver", SolverSpec), ("observe", ObserveSpec)):
+                           ("solver", SolverSpec), ("observe", ObserveSpec), ("dynamics", DynamicsSpec)):
             if not isinstance(data.get(key, {}), dict):
                 raise SpecError(key, f"must be a table of fields (e.g. [{key}] in TOML), got {data[key]!r}")
             section = dict(data.get(key, {}))
@@ -336,7 +392,7 @@ class RunSpec:
             raise SpecError("backend", f"must be a table of options (e.g. [backend] in TOML), got {options!r}")
         return cls(name=name or data.get("name", "custom"), model=model,
                    solver=SolverSpec(**sections["solver"]), observe=ObserveSpec(**sections["observe"]),
-                   backend_options=dict(options))
+                   backend_options=dict(options), dynamics=DynamicsSpec(**sections["dynamics"]))
 
     def with_overrides(self, overrides: list[str] | dict) -> "RunSpec":
         """Apply ``section.field=value`` overrides (values parsed as TOML scalars)."""
@@ -346,7 +402,7 @@ class RunSpec:
             parts = key.split(".")
             if len(parts) != 2 or parts[0] not in data or not isinstance(data[parts[0]], dict):
                 raise SpecError(key, "overrides look like section.field=value with section one of "
-                                     "model, teacher, init, solver, observe, backend")
+                                     "model, teacher, init, solver, observe, backend, dynamics")
             data[parts[0]][parts[1]] = value
         return RunSpec.from_dict(data, name=self.name)
 
@@ -385,5 +441,5 @@ def load_config(path) -> RunSpec:
     return RunSpec.from_dict(data, name=data.get("name", path.stem))
 
 
-__all__ = ["MoESpec", "TeacherSpec", "InitSpec", "SolverSpec", "ObserveSpec", "RunSpec",
+__all__ = ["MoESpec", "TeacherSpec", "InitSpec", "SolverSpec", "ObserveSpec", "DynamicsSpec", "RunSpec",
            "load_preset", "load_config", "preset_names", "GATES"]

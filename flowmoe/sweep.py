@@ -75,7 +75,8 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
     from .ode import integrate, loss_along, terms_for, vector_field
 
     mod, sol = spec.model, spec.solver
-    vf = vector_field(spec.backend(), terms_for(sol))
+    backend = spec.backend()
+    vf = vector_field(backend, terms_for(sol, spec.dynamics, backend=backend, d=mod.d))
     state = initial_state(mod) if state is None else state
     ts = np.asarray(sol.times() if ts is None else ts, dtype=np.float64)
     prov = ode_provenance(vf.backend, vf, sol).replace(spec=spec.to_dict())

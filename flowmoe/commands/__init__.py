@@ -44,7 +44,7 @@ def add_spec_arguments(p: argparse.ArgumentParser, default_preset: str = "paper-
                    help=f"a preset shipped with flowmoe: {', '.join(preset_names())} (default: {default_preset})")
     g.add_argument("--config", help="a TOML file with the sections of a preset")
     p.add_argument("--set", nargs="+", action="extend", metavar="SECTION.FIELD=VALUE", default=[],
-                   help="override fields, e.g. --set model.m=10 solver.t_end=50")
+                   help="override fields, e.g. --set model.m=10 solver.t_end=50 (repeatable: --set a=1 --set b=2)")
 
 
 def default_out(kind: str, name: str) -> Path:

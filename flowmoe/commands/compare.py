@@ -32,8 +32,12 @@ def _cmd_compare(args) -> int:
                          seed=args.seed, save_every=args.save_every,
                          dtype="float32" if args.float32 else "float64", tol=args.tol, figure=args.figure,
                          progress=not args.quiet, log=None if args.quiet else log, project=args.project,
-                         command=getattr(args, "command_line", None))
+                         command=getattr(args, "command_line", None), sgd_ode=args.sgd_ode)
     print(format_table(record["rows"], args.tol))
+    if record.get("sgd_ode"):
+        from ..compare import format_sgd_ode
+
+        print(format_sgd_ode(record["sgd_ode"]))
     for row in record["rows"]:
         if row["error"]:
             print(f"{row['method']}: {row['error']}")
@@ -62,6 +66,9 @@ def register(sub) -> None:
     p.add_argument("--float32", action="store_true", help="simulate in single precision (default float64)")
     p.add_argument("--project", action="store_true",
                    help="projected (spherical) steps: rescale every vector to its initial norm after each step")
+    p.add_argument("--sgd-ode", action="store_true",
+                   help="also integrate the online-SGD ODE (gradient flow plus the O(lr) terms of online SGD with "
+                        "this --lr and --batch, docs/sgd-ode.md), overlay it and compare the simulation with it")
     p.add_argument("--tol", type=float, default=0.05, help="agreement tolerance on the deviations (default 0.05)")
     p.add_argument("--figure", help="also write the overlay figure here (PNG + SVG), e.g. plots/fig1-sgd-vs-ode")
     p.add_argument("--study", action="store_true",

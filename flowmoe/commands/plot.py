@@ -225,7 +225,8 @@ def _plot_compare(run_dir: Path, out: Path, args) -> list[Path]:
         title = overlay_title(record["spec"], rows)
     except (KeyError, TypeError, ValueError) as err:
         raise _malformed(path, err) from None
-    return overlay_figure(ode, sims, out, title=title)
+    sgd = run_dir / "sgd-ode.npz"  # written by flowmoe compare --sgd-ode
+    return overlay_figure(ode, sims, out, title=title, sgd_ode=_load_traj(sgd) if sgd.exists() else None)
 
 
 @plot_kind("study", needs=("study.json",),

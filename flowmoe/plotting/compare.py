@@ -17,10 +17,14 @@ def sim_style(s: int) -> dict:
     return {"color": style.SIM_COLORS[s % len(style.SIM_COLORS)], "ls": SIM_LINESTYLES[s % len(SIM_LINESTYLES)]}
 
 
-def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
+SGD_ODE_COLOR = "#e69f00"
+
+
+def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None, sgd_ode: Trajectory | None = None):
     """Matched router and expert alignments, the loss and the norms: the ODE (thick, grey) against
     each simulation (one colour and one dash style each); in the alignment panels the teacher of a
-    matched pair is told by the line style of its ODE curve and by the label."""
+    matched pair is told by the line style of its ODE curve and by the label. ``sgd_ode``: the
+    online-SGD ODE as well (thick, orange, the same line style per teacher as the ODE)."""
     from matplotlib.lines import Line2D
 
     pairs = matching(ode, 0)
@@ -32,6 +36,9 @@ def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
                 ts = style.LINESTYLES[j % len(style.LINESTYLES)]
                 ax.plot(ode.t, getattr(ode, attr)[:, i, j], color="k", ls=ts, lw=2.2, alpha=0.35,
                         label=f"ODE, student {i} → teacher {j}")
+                if sgd_ode is not None:
+                    ax.plot(sgd_ode.t, getattr(sgd_ode, attr)[:, i, j], color=SGD_ODE_COLOR, ls=ts, lw=2.0,
+                            alpha=0.6)
                 for s, (method, traj) in enumerate(sims.items()):
                     ax.plot(traj.t, getattr(traj, attr)[:, i, j], lw=1.1, **sim_style(s),
                             label=method if (i, j) == pairs[0] else None)
@@ -39,12 +46,21 @@ def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
             ax.set_xlabel("flow time $t$ (simulation: lr × steps)")
             ax.set_title(name)
         handles = [Line2D([], [], color="k", lw=2.2, alpha=0.35, label="ODE")]
+        if sgd_ode is not None:
+            handles.append(Line2D([], [], color=SGD_ODE_COLOR, lw=2.0, alpha=0.6, label=_sgd_label(sgd_ode)))
         handles += [Line2D([], [], lw=1.1, label=method, **sim_style(s)) for s, method in enumerate(sims)]
         axes[0].legend(handles=handles, loc="lower right", frameon=False, fontsize=6)
         axes[1].legend(loc="lower right", frameon=False, fontsize=6)
         axes[2].semilogy(ode.t, ode.loss, color="k", lw=2.2, alpha=0.35, label="ODE")
         axes[3].plot(ode.t, np.max(ode.norms[:, :2 * ode.m] / ode.norms[:1, :2 * ode.m], axis=1), color="k",
                      lw=2.2, alpha=0.35, label="ODE")
+        if sgd_ode is not None:
+            axes[2].semilogy(sgd_ode.t, sgd_ode.loss, color=SGD_ODE_COLOR, lw=2.0, alpha=0.6, label=_sgd_label(sgd_ode))
+            ratio = sgd_ode.norms[:, :2 * sgd_ode.m] / sgd_ode.norms[:1, :2 * sgd_ode.m]
+            axes[3].plot(sgd_ode.t, np.max(ratio, axis=1), color=SGD_ODE_COLOR, lw=2.0, alpha=0.6,
+                         label=f"{_sgd_label(sgd_ode)} (max)")
+            axes[3].plot(sgd_ode.t, np.median(ratio, axis=1), color=SGD_ODE_COLOR, lw=1.0, alpha=0.6,
+                         label="SGD ODE (median, thin)")
         for s, (method, traj) in enumerate(sims.items()):
             st = sim_style(s)
             axes[2].semilogy(traj.t, traj.loss, lw=1.1, label=method, **st)
@@ -59,6 +75,11 @@ def overlay_figure(ode: Trajectory, sims: dict, path, title: str | None = None):
         if title:
             fig.suptitle(title)
         return style.save(fig, path)
+
+
+def _sgd_label(traj: Trajectory) -> str:
+    term = [t for t in traj.provenance.dynamics if t.get("term") == "online-sgd"]
+    return f"SGD ODE (lr={term[0]['lr']:g}, B={term[0]['batch']})" if term else "SGD ODE"
 
 
 def study_figure(res: dict, path, title: str | None = None):
