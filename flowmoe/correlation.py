@@ -35,7 +35,7 @@ from .gates import get_gate
 
 DEFAULT_CHEB_NODES = 64
 DEFAULT_QUAD_NODES = 160
-TAIL_CUTOFF = 1e-16
+NOISE_FLOOR = 1e-15  # coefficients below this fraction of max(1, max |c|) of their column are quadrature noise
 TAIL_TOL = 1e-13  # a column whose Chebyshev tail exceeds this fraction of its size gets more nodes
 MAX_CHEB_NODES = 512
 
@@ -95,6 +95,62 @@ def chebyshev_basis(x, n: int):
 
 
 @dataclass(frozen=True)
+class EvaluationPlan:
+    """How :meth:`CorrelationTable.evaluate` evaluates a set of columns from one basis of ``n`` terms.
+
+    ``blocks``: (start, coefficients) pairs; start 0 multiplies T_0, T_2, … and start 1 T_1, T_3, …,
+    each block holding the parts of the columns that have one. Column j of the result is
+    ``products[first[j]] + products[second[j]]`` in the concatenated products (the last index is a
+    zero column)."""
+
+    n: int
+    blocks: tuple
+    first: np.ndarray
+    second: np.ndarray
+
+
+def evaluation_plan(cols: np.ndarray, noise: float = NOISE_FLOOR) -> EvaluationPlan:
+    """The plan for Chebyshev coefficient columns ``cols`` (n, J).
+
+    In each column the coefficients with |c_k| ≤ ``noise`` · max(1, max_k |c_k|) after the last
+    larger one are dropped, and so is its even (odd) part when all of it is that small: the gates'
+    R_{p,q} are even or odd functions of ρ when p + q is even and p, q ≥ 1 (π^{(p)}(−s) = ±π^{(p)}(s)
+    for the sigmoid, probit, erf and tanh gates); this is detected from the coefficients, not
+    assumed. What is dropped sums to ≲ 1e-14 (the noise of the quadrature that made the table).
+    """
+    cols = np.array(cols, dtype=np.float64)
+    J = cols.shape[1]
+    floor = noise * np.maximum(1.0, np.max(np.abs(cols), axis=0))
+    small = np.abs(cols) <= floor
+    has = []
+    for start in (0, 1):
+        part = ~small[start::2]
+        has.append(part.any(axis=0))
+        cols[start::2, ~has[-1]] = 0.0
+    lengths = np.array([int(np.flatnonzero(~small[:, j])[-1]) + 1 if (~small[:, j]).any() else 0 for j in range(J)])
+    for j in range(J):
+        cols[lengths[j]:, j] = 0.0
+    n = max(2, int(lengths.max()))
+    blocks, first, second = [], np.full(J, -1), np.full(J, -1)
+    offset = 0
+    for start in (0, 1):
+        idx = np.flatnonzero(has[start])
+        if not idx.size:
+            continue
+        rows = cols[start:n:2][:, idx]
+        rows = rows[: int(np.flatnonzero(np.any(rows != 0.0, axis=1))[-1]) + 1]
+        blocks.append((start, rows))
+        slot = first if start == 0 else second
+        slot[idx] = offset + np.arange(idx.size)
+        offset += idx.size
+    # Columns with only an odd part take it as their first term; absent terms read the zero column.
+    only_odd = (first < 0) & (second >= 0)
+    first[only_odd], second[only_odd] = second[only_odd], -1
+    first[first < 0], second[second < 0] = offset, offset
+    return EvaluationPlan(n, tuple(blocks), first, second)
+
+
+@dataclass(frozen=True)
 class CorrelationTable:
     """Chebyshev interpolants of R_{p,q} for all 0 ≤ p ≤ q ≤ order on [−1, 1].
 
@@ -113,16 +169,18 @@ class CorrelationTable:
 
         One Chebyshev basis T_0..T_{n−1}(ρ) serves every (p, q); it is built by doubling,
         T_{n+k} = 2 T_n T_k − T_{n−k}, in log₂ n vectorised steps (the three-term recurrence takes
-        n sequential steps and was 4× slower on CPU at n = 64).
+        n sequential steps and was 4× slower on CPU at n = 64). Then two matrix products: the even
+        basis functions with the columns that have an even part, the odd ones with those that have
+        an odd part (:func:`evaluation_plan`: coefficients at the quadrature noise floor are dropped,
+        so e.g. R_{0,2} of the sigmoid, an odd function of ρ, uses 11 odd terms instead of 64).
         """
         rho = jnp.asarray(rho)
-        cols = np.stack([self.coeffs[p, q] for p, q in pq], axis=-1)  # (n, len(pq))
-        # Drop the tail below the quadrature noise floor (|c_n| < 1e-16 for every column).
-        big = np.flatnonzero(np.max(np.abs(cols), axis=1) > TAIL_CUTOFF)
-        n = int(big[-1]) + 1 if big.size else 1
-        cols = cols[:n]
-        T = chebyshev_basis(rho, n)
-        out = T @ jnp.asarray(cols)
+        plan = evaluation_plan(np.stack([self.coeffs[p, q] for p, q in pq], axis=-1))
+        T = chebyshev_basis(rho, plan.n)
+        parts = [T[..., start:start + 2 * len(block):2] @ jnp.asarray(block) for start, block in plan.blocks]
+        parts.append(jnp.zeros(rho.shape + (1,), dtype=T.dtype))  # the zero column of absent parts
+        out = jnp.concatenate(parts, axis=-1)
+        out = out[..., plan.first] + out[..., plan.second]
         return jnp.moveaxis(out, -1, 0)
 
     def evaluate_numpy(self, p: int, q: int, rho) -> np.ndarray:

@@ -92,6 +92,15 @@ class GramLoss:
         cols = {"ac": r2, "ab": e1, "ae": e2, "cb": e1, "be": e2, "ce": e2}
         S = symbolic.SLOTS
         self.slot_index = (np.stack([rows[s] for s in S]), np.stack([cols[s] for s in S]))
+        # Dense assembly of ∂L/∂G (no scatter): pair k = (u, u') sits at [u, u'] of a unit × unit
+        # matrix (index P, a zero, below the diagonal); units' directions in the order
+        # [routers | experts] are permuted to the layout's positions by one static gather.
+        nu = layout.n_units
+        tri = np.full((nu, nu), len(iu))
+        tri[iu, ju] = np.arange(len(iu))
+        self._tri = tri
+        order = np.concatenate([layout.router, layout.expert])
+        self._unit_order = np.argsort(order) if len(order) == layout.n_dirs else None
 
     def pair_values(self, G):
         rows, cols = self.slot_index
@@ -109,7 +118,27 @@ class GramLoss:
         w = jnp.asarray(self.weights)
         L = jnp.sum(w * K)
         n = self.layout.n_dirs
-        Lbar = jnp.zeros((n, n), dtype=G.dtype).at[rows, cols].add(w[None] * dK)
+        wdK = w[None] * dK
+        if self._unit_order is None:  # directions outside the routed units: scatter-add
+            Lbar = jnp.zeros((n, n), dtype=G.dtype).at[rows, cols].add(wdK)
+        else:
+            Lbar = self._assemble(wdK)
         A = Lbar + Lbar.T
         A = A * (1.0 - jnp.eye(n, dtype=G.dtype))
         return L, A
+
+    def _assemble(self, wdK):
+        """Σ over pairs of the six slot derivatives at their Gram positions, as dense blocks.
+
+        With D_s[u, u'] the weighted slot derivative of pair (u ≤ u') (zero below the diagonal), in
+        unit coordinates [routers | experts]: (R, R) = D_ac; (E, E) = D_be; (R, E) = D_ae + D_cbᵀ +
+        diag(Σ_u' D_ab[u, u'] + Σ_u' D_ce[u', u]) (slots ab and ce are a unit's own router–expert
+        entry); (E, R) = 0 (the caller adds the transpose)."""
+        padded = jnp.concatenate([wdK, jnp.zeros((6, 1), dtype=wdK.dtype)], axis=1)
+        D = dict(zip(symbolic.SLOTS, padded[:, self._tri]))
+        RE = D["ae"] + D["cb"].T + jnp.diag(jnp.sum(D["ab"], axis=1) + jnp.sum(D["ce"], axis=0))
+        top = jnp.concatenate([D["ac"], RE], axis=1)
+        bottom = jnp.concatenate([jnp.zeros_like(RE), D["be"]], axis=1)
+        unit = jnp.concatenate([top, bottom], axis=0)
+        order = self._unit_order
+        return unit[order][:, order]

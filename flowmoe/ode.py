@@ -166,14 +166,13 @@ def gram_of_factor(X) -> np.ndarray:
 _SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
 
 
-@functools.lru_cache(maxsize=None)
-def _compiled_solver(vf: VectorField, method: str, rtol: float, atol: float, max_steps: int,
-                     progress: bool, state: str = "factor"):
+def _solve_fn(vf: VectorField, method: str, rtol: float, atol: float, max_steps: int, progress: bool,
+              state: str = "factor"):
+    """The (un-jitted) solve ``(Y0, r0, ts) -> (ys, ok, stats)`` of one member."""
     solver = _SOLVERS[method]()
     term = vf.diffrax_term(state)
     meter = diffrax.TqdmProgressMeter(refresh_steps=200) if progress else diffrax.NoProgressMeter()
 
-    @jax.jit
     def solve(Y0, r0, ts):
         # Steps land on every save time: saved states are step endpoints, never dense-output
         # interpolants. (Interpolated states left the PSD cone by ~1e-7 near nearly-duplicate
@@ -186,6 +185,50 @@ def _compiled_solver(vf: VectorField, method: str, rtol: float, atol: float, max
         )
         return sol.ys, sol.result == diffrax.RESULTS.successful, sol.stats
     return solve
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_solver(vf: VectorField, method: str, rtol: float, atol: float, max_steps: int,
+                     progress: bool, state: str = "factor"):
+    return jax.jit(_solve_fn(vf, method, rtol, atol, max_steps, progress, state))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_batch_solver(vf: VectorField, method: str, rtol: float, atol: float, max_steps: int,
+                           state: str = "factor"):
+    """One ``vmap``ped solve of many members (own initial states, shared save times). Every member
+    keeps its own adaptive steps; the batch runs until its slowest member is done. ``throw=False``:
+    each member's result code comes back (``ok``), a failing member does not stop the others."""
+    return jax.jit(jax.vmap(_solve_fn(vf, method, rtol, atol, max_steps, False, state), in_axes=(0, 0, None)))
+
+
+def integrate_batch(vf: VectorField, G0s, r0s, ts, solver: SolverSpec | None = None):
+    """Integrate B members from (G0s[b], r0s[b]) in one vmapped diffrax solve, saved at the shared ``ts``.
+
+    Returns ``(gram, norms, ok, stats)``: arrays (B, T, N, N) and (B, T, N), ``ok`` (B,) False for
+    a member that stopped early (max steps, collapsed step size) or became non-finite, and one
+    stats dict per member (steps, rejected steps; the wall time is the batch's). Never raises for a
+    failing member: the caller decides (a sweep re-runs it alone, :func:`flowmoe.sweep.run_sweep`).
+    """
+    solver = SolverSpec() if solver is None else solver
+    if solver.backend != "diffrax":
+        raise SpecError("solver.backend", f"batched solves need the diffrax backend, got {solver.backend!r}")
+    ts = np.asarray(ts, dtype=np.float64)
+    G0s = np.asarray(G0s, dtype=np.float64)
+    state = solver.state
+    Y0s = np.stack([gram_factor(G) for G in G0s]) if state == "factor" else G0s
+    t_start = time.perf_counter()
+    solve = _compiled_batch_solver(vf, solver.method, solver.rtol, solver.atol, solver.max_steps, state)
+    (gram, rs), ok, st = solve(jnp.asarray(Y0s), jnp.asarray(r0s, dtype=jnp.float64), jnp.asarray(ts))
+    gram, rs, ok = np.asarray(gram), np.asarray(rs), np.asarray(ok)
+    if state == "factor":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gram = gram_of_factor(gram)
+    wall = time.perf_counter() - t_start
+    ok = ok & np.all(np.isfinite(gram), axis=(1, 2, 3)) & np.all(np.isfinite(rs), axis=(1, 2))
+    acc, rej = np.asarray(st["num_accepted_steps"]), np.asarray(st["num_rejected_steps"])
+    stats = [{"steps": int(a), "rejected_steps": int(b), "wall_time_s": wall} for a, b in zip(acc, rej)]
+    return gram, rs, ok, stats
 
 
 def integrate(vf: VectorField, G0, r0, ts, solver: SolverSpec | None = None, progress: bool = False):

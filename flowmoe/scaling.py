@@ -88,6 +88,10 @@ class ScalingJob:
         t_end = self.t_end(d)
         return np.concatenate([[0.0], np.geomspace(t_end * 1e-4, t_end, self.n_save - 1)])
 
+    def batch_times(self, spec: RunSpec) -> np.ndarray:
+        """The save times of this job's integration (for ``executor="batched"``)."""
+        return self.times(spec.model.d)
+
     def reached(self, traj) -> bool:
         thr = self.threshold
         g1, g2 = traj.router_alignment, traj.expert_alignment

@@ -22,8 +22,13 @@ resume and failure handling here serve them all. Members of one sweep share a mo
 within a process one compile serves them all; :func:`integrate_spec` integrates in chunks of
 :data:`flowmoe.phases.N_FINE` saved times so that the same compiled solver also serves the
 re-integrated brackets of :mod:`flowmoe.phases`.
-(Runs are not batched with ``vmap``: adaptive steps would make every member take the steps of the
-stiffest one, and early stopping differs per member.)
+``executor="batched"`` integrates the members of one structure together, one ``jax.vmap``ped
+diffrax solve per chunk (:func:`integrate_specs`): every member keeps its own adaptive steps, but a
+batch runs as long as its slowest member, and a stopping rule (``stop``) is applied afterwards at
+the same chunk ends, so a batch always integrates to the end of its save times. A job that supports
+it has a third method,
+
+3. ``batch_times(spec) -> ts``: the save times of its first ``integrate_spec(spec, ts)`` call.
 """
 
 from __future__ import annotations
@@ -75,10 +80,14 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
     from .ode import integrate, loss_along, terms_for, vector_field
 
     mod, sol = spec.model, spec.solver
+    ts = np.asarray(sol.times() if ts is None else ts, dtype=np.float64)
+    if state is None:
+        done = _PREFETCHED.pop(_prefetch_key(spec, ts, chunk), None)
+        if done is not None:
+            return _replay(*done, stop=stop, progress=progress)
     backend = spec.backend()
     vf = vector_field(backend, terms_for(sol, spec.dynamics, backend=backend, d=mod.d))
     state = initial_state(mod) if state is None else state
-    ts = np.asarray(sol.times() if ts is None else ts, dtype=np.float64)
     prov = ode_provenance(vf.backend, vf, sol).replace(spec=spec.to_dict())
     stats = {"steps": 0, "rejected_steps": 0, "wall_time_s": 0.0}
     active, switch = sol, None
@@ -100,13 +109,7 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
 
     try:
         while k < n - 1:
-            seg = ts[k:k + chunk + 1]
-            keep = np.arange(len(seg))
-            if len(seg) < chunk + 1:  # pad inside the last interval
-                extra = np.linspace(seg[-2], seg[-1], chunk + 1 - len(seg) + 2)[1:-1]
-                full = np.concatenate([seg[:-1], extra, seg[-1:]])
-                keep = np.concatenate([np.arange(len(seg) - 1), [len(full) - 1]])
-                seg = full
+            seg, keep = _segment(ts, k, chunk)
             try:
                 try:
                     g, rr, info = integrate(vf, G, r, seg, active)
@@ -157,6 +160,156 @@ def integrate_spec(spec: RunSpec, ts=None, stop=None, chunk: int = N_FINE - 1, s
     except KeyboardInterrupt:
         raise Interrupted("interrupted", partial=current(status="interrupted")) from None
     return current()
+
+
+def _segment(ts, k: int, chunk: int):
+    """The save times of the solver call that starts at ts[k] (``chunk`` intervals; the last call is
+    padded with extra points inside its last interval) and the indices of ``ts`` among them."""
+    seg = ts[k:k + chunk + 1]
+    keep = np.arange(len(seg))
+    if len(seg) < chunk + 1:  # pad inside the last interval
+        extra = np.linspace(seg[-2], seg[-1], chunk + 1 - len(seg) + 2)[1:-1]
+        full = np.concatenate([seg[:-1], extra, seg[-1:]])
+        keep = np.concatenate([np.arange(len(seg) - 1), [len(full) - 1]])
+        seg = full
+    return seg, keep
+
+
+# Batched integration: many members in one vmapped solve ------------------------------------
+BATCH_SIZE = 16
+"""Members per vmapped solve (memory: each holds its saved Gram matrices)."""
+
+_PREFETCHED: dict = {}
+"""Trajectories computed by :func:`prefetch` for the members about to run, keyed by
+:func:`_prefetch_key`; :func:`integrate_spec` takes its member's entry (once) instead of solving."""
+
+
+def _prefetch_key(spec: RunSpec, ts, chunk: int) -> str:
+    payload = json.dumps(spec.to_dict(), sort_keys=True, default=str).encode() + np.asarray(ts, np.float64).tobytes()
+    return hashlib.sha256(payload + str(int(chunk)).encode()).hexdigest()
+
+
+def batchable(spec: RunSpec) -> bool:
+    """Whether a member can join a vmapped batch: diffrax, no steady-state stop (its chunk-wise rule
+    needs the state between chunks; such members run alone), gradient-flow dynamics (the online-SGD
+    term is 500× costlier per evaluation and depends on d: it runs alone)."""
+    return spec.solver.backend == "diffrax" and spec.solver.steady_tol == 0 and not spec.dynamics.online_sgd
+
+
+def _batch_group(spec: RunSpec, ts) -> tuple:
+    from .ode import terms_for
+
+    sol = spec.solver
+    return (spec.backend().key, tuple(t.key for t in terms_for(sol)), json.dumps(sol.to_dict(), sort_keys=True),
+            np.asarray(ts, np.float64).tobytes())
+
+
+def integrate_specs(specs, ts, chunk: int = N_FINE - 1) -> list:
+    """:func:`integrate_spec` of several members that share a structure, solver and save times, as
+    one ``vmap``ped diffrax solve per chunk (the same chunks, so each member takes the steps it takes
+    alone). Returns, per member, ``(trajectory, chunk_ends, chunk_stats)`` for :func:`_replay`, or a
+    one-line reason (str) when the member stopped in the batch (max steps, the stiffness cap
+    ``solver.stiff_steps``, a non-finite state): run it alone with :func:`integrate_spec` (stiff
+    switch, partial results, the error). Members that stop are carried on with a live member's state
+    (and ignored) so that the batch keeps its shape. A batch runs as long as its slowest member.
+    """
+    from .api import ode_provenance
+    from .init import initial_state
+    from .ode import integrate_batch, loss_along, terms_for, vector_field
+
+    spec0 = specs[0]
+    sol = spec0.solver
+    vf = vector_field(spec0.backend(), terms_for(sol))
+    active = sol
+    if sol.stiff == "switch":
+        active = dataclasses.replace(sol, max_steps=min(sol.max_steps, sol.stiff_steps))
+    ts = np.asarray(ts, dtype=np.float64)
+    states = [initial_state(s.model) for s in specs]
+    G = np.stack([st.gram for st in states])
+    r = np.stack([st.norms for st in states])
+    B, n = len(specs), len(ts)
+    alive = np.ones(B, dtype=bool)
+    why = [""] * B
+    parts = [([], [], []) for _ in range(B)]
+    totals = [{"steps": 0, "rejected_steps": 0, "wall_time_s": 0.0} for _ in range(B)]
+    ends, chunk_stats = [], [[] for _ in range(B)]
+    k = 0
+    while k < n - 1 and alive.any():
+        seg, keep = _segment(ts, k, chunk)
+        g, rr, ok, info = integrate_batch(vf, G, r, seg, active)
+        for b in np.flatnonzero(alive & ~ok):
+            why[b] = (f"stopped in the batch at t ≈ {seg[0]:.6g} (max_steps {active.max_steps} reached, "
+                      "step size collapsed or non-finite state)")
+        alive &= ok
+        if not alive.any():
+            break
+        N = g.shape[-1]
+        loss = loss_along(vf.backend, g.reshape(-1, N, N)).reshape(B, len(seg))
+        first = 0 if k == 0 else 1
+        for b in np.flatnonzero(alive):
+            parts[b][0].append(g[b][keep][first:])
+            parts[b][1].append(rr[b][keep][first:])
+            parts[b][2].append(loss[b][keep][first:])
+            for key in totals[b]:
+                totals[b][key] += info[b].get(key, 0)
+            chunk_stats[b].append(dict(totals[b]))
+        live = int(np.flatnonzero(alive)[0])
+        G = np.where(alive[:, None, None], g[:, -1], g[live, -1])
+        r = np.where(alive[:, None], rr[:, -1], rr[live, -1])
+        k += len(keep) - 1
+        ends.append(k)
+    out = []
+    for b, spec in enumerate(specs):
+        if not alive[b]:
+            out.append(why[b])
+            continue
+        prov = ode_provenance(vf.backend, vf, sol).replace(spec=spec.to_dict(), stats=dict(totals[b]))
+        prov = prov.annotate(batched={"members": B, "note": "one vmapped diffrax solve per chunk; wall time is the batch's"})
+        gram, norms, losses = (np.concatenate(x) for x in parts[b])
+        traj = Trajectory(ts, gram, norms, losses, spec.model.m, spec.model.m_star, prov, vf.layout)
+        out.append((traj, list(ends), chunk_stats[b]))
+    return out
+
+
+def _replay(traj: Trajectory, ends, chunk_stats, stop=None, progress=None) -> Trajectory:
+    """A batched trajectory as :func:`integrate_spec` would have returned it: ``progress`` after each
+    chunk, and ``stop`` asked at the same chunk ends (True: the trajectory up to there, with the
+    statistics of the chunks done, ``status = "stopped-early"``)."""
+    n = len(traj.t)
+    for end, stats in zip(ends, chunk_stats):
+        if progress is not None:
+            progress(end, n - 1)
+        if stop is not None and end < n - 1:
+            part = Trajectory(traj.t[:end + 1], traj.gram[:end + 1], traj.norms[:end + 1], traj.loss[:end + 1],
+                              traj.m, traj.m_star, traj.provenance.replace(stats=dict(stats)), traj.layout)
+            if stop(part):
+                return part.with_provenance(status="stopped-early")
+    return traj
+
+
+def prefetch(job, specs, chunk: int = N_FINE - 1, batch_size: int = BATCH_SIZE) -> dict:
+    """Integrate the members of ``specs`` in vmapped batches (grouped by structure, solver and the save
+    times ``job.batch_times(spec)``) and keep the trajectories for the job's own
+    :func:`integrate_spec` calls. Returns {index in specs: reason} for the members that must run
+    alone (stopped in their batch, not batchable)."""
+    alone, groups = {}, {}
+    for i, spec in enumerate(specs):
+        if not batchable(spec):
+            alone[i] = "not batchable (scipy backend, solver.steady_tol > 0 or dynamics.method = online-sgd)"
+            continue
+        ts = np.asarray(job.batch_times(spec), dtype=np.float64)
+        groups.setdefault(_batch_group(spec, ts), []).append((i, ts))
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            batch = members[start:start + batch_size]
+            ts = batch[0][1]
+            results = integrate_specs([specs[i] for i, _ in batch], ts, chunk)
+            for (i, _), res in zip(batch, results):
+                if isinstance(res, str):
+                    alone[i] = res
+                else:
+                    _PREFETCHED[_prefetch_key(specs[i], ts, chunk)] = res
+    return alone
 
 
 def state_speed(vf, G, r) -> float:
@@ -264,6 +417,8 @@ class SweepResult:
     loaded: int = 0
     wall_s: float = 0.0
     keys_computed: list = field(default_factory=list)
+    alone: dict = field(default_factory=dict)  # executor "batched": index in specs → why it ran alone
+
 
     @property
     def failed(self) -> list:
@@ -272,7 +427,7 @@ class SweepResult:
 
 # One process per core: keep XLA from starting a thread pool per process.
 XLA_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-EXECUTORS = ("local", "dask")
+EXECUTORS = ("local", "dask", "batched")
 
 
 def _worker_init():
@@ -305,7 +460,7 @@ class LocalPool:
         self.pool.shutdown(wait=True)
 
 
-def check_executor(executor, scheduler=None) -> None:
+def check_executor(executor, scheduler=None, workers: int = 1) -> None:
     """One-line SpecErrors for a bad ``executor``/``scheduler`` pair (before any member runs)."""
     if not isinstance(executor, str):
         missing = [m for m in ("submit", "as_completed", "drain", "close") if not hasattr(executor, m)]
@@ -318,6 +473,8 @@ def check_executor(executor, scheduler=None) -> None:
         return
     if executor not in EXECUTORS:
         raise SpecError("executor", f"got {executor!r}; allowed: {', '.join(EXECUTORS)}")
+    if executor == "batched" and workers != 1:
+        raise SpecError("workers", f"executor 'batched' runs its vmapped batches in this process; use 1 worker, got {workers}")
     if scheduler and executor != "dask":
         raise SpecError("scheduler", f"needs --executor dask (got --executor {executor}); without "
                                      "--scheduler, --executor dask starts a local cluster of --workers processes")
@@ -344,7 +501,11 @@ def run_sweep(specs, job, folder, workers: int = 1, progress: bool = True, desc:
 
     ``on_result(record)`` is called after each newly computed member (in the parent process).
     ``executor``: "local" (default: in this process when ``workers == 1``, else a spawn process pool of
-    ``workers``), "dask" (a ``LocalCluster`` of ``workers`` processes, or the running cluster whose
+    ``workers``), "batched" (in this process, ``workers == 1``: members that share a structure, solver
+    and save times are integrated together, :data:`BATCH_SIZE` per ``vmap``ped diffrax solve, see
+    :func:`prefetch`; the job then runs on each member as usual and its integrate_spec call takes the
+    batched trajectory; a member that stops in its batch runs alone and ``result.alone`` says why;
+    the job needs ``batch_times(spec)``), "dask" (a ``LocalCluster`` of ``workers`` processes, or the running cluster whose
     scheduler address is ``scheduler``; :mod:`flowmoe.dask_executor`) or an executor object (see
     :class:`LocalPool`). The cache, resume and failure handling are the same for all of them.
     """
@@ -352,7 +513,7 @@ def run_sweep(specs, job, folder, workers: int = 1, progress: bool = True, desc:
 
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise SpecError("workers", f"must be an integer ≥ 1, got {workers!r}")
-    check_executor(executor, scheduler)
+    check_executor(executor, scheduler, workers)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -387,7 +548,19 @@ def run_sweep(specs, job, folder, workers: int = 1, progress: bool = True, desc:
 
     ex = None
     try:
-        if executor == "local" and (workers == 1 or len(todo) <= 1):
+        if executor == "batched" and todo:
+            if not callable(getattr(job, "batch_times", None)):
+                raise SpecError("executor", f"'batched' needs a job with batch_times(spec); {type(job).__name__} has none")
+            try:
+                alone = prefetch(job, [specs[i] for i in todo])
+                for j, why in alone.items():
+                    result.alone[todo[j]] = why
+                    bar.write(f"[flowmoe] member seed={specs[todo[j]].model.init.seed} runs alone: {why}")
+                for idx in todo:
+                    done(idx, execute(job, specs[idx].to_dict(), keys[idx], str(folder)))
+            finally:
+                _PREFETCHED.clear()
+        elif executor in ("local", "batched") and (workers == 1 or len(todo) <= 1):
             for idx in todo:
                 done(idx, execute(job, specs[idx].to_dict(), keys[idx], str(folder)))
         elif todo:

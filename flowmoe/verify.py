@@ -34,6 +34,10 @@ class VerifyJob:
         return {"phase_options": dict(self.phase_options), "keep_trajectory": self.keep_trajectory,
                 "finetune_t_end": self.finetune_t_end}
 
+    def batch_times(self, spec: RunSpec):
+        """The save times of this job's integration (for ``executor="batched"``)."""
+        return spec.solver.times()
+
     def options(self, spec: RunSpec) -> PhaseOptions:
         opts = {"threshold": spec.observe.threshold, "error_tol": spec.observe.error_tol}
         opts.update(dict(self.phase_options))

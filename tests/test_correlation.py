@@ -301,3 +301,18 @@ def test_simulation_gate_equals_the_symbolic_formula(gate):
     got = np.asarray(GATES[gate].jax_fn()(z))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-14)
     np.testing.assert_allclose(gate_derivative(gate, 0, z), want, rtol=0, atol=1e-14)
+
+
+# --- the JAX evaluation plan ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "probit", "erf", "tanh"])
+def test_jax_evaluation_drops_only_noise(gate):
+    """The JAX evaluation (parity split, noise-floor truncation) against the full Chebyshev series
+    (numpy chebval of all coefficients), on a grid including ρ = ±1: within 1e-14 of max(1, |R|)."""
+    table = correlation_table(gate, 7)
+    rho = np.concatenate([np.linspace(-1.0, 1.0, 401), [-1 + 1e-9, 1 - 1e-9]])
+    got = np.asarray(table.evaluate(ALL_PQ, jnp.asarray(rho)))
+    want = np.stack([np.polynomial.chebyshev.chebval(rho, table.coeffs[p, q]) for p, q in ALL_PQ])
+    scale = np.maximum(1.0, np.max(np.abs(want), axis=1, keepdims=True))
+    assert np.max(np.abs(got - want) / scale) < 1e-14

@@ -38,9 +38,10 @@ def register(sub) -> None:
                    help="parallel processes (default 1); with --executor dask and no --scheduler: the workers of "
                         "the local Dask cluster")
     p.add_argument("--executor", default="local",
-                   help="local (default: this process, or a process pool with --workers > 1) or dask "
-                        "(dask.distributed: pip install 'flowmoe[dask]'); same cache, same results as the "
-                        "process pool")
+                   help="local (default: this process, or a process pool with --workers > 1), batched "
+                        "(this process, --workers 1: the members of one structure in vmapped diffrax solves of "
+                        "up to 16) or dask (dask.distributed: pip install 'flowmoe[dask]'); same cache, same "
+                        "results as the process pool")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="with --executor dask: address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
                         "(default: start a LocalCluster of --workers processes)")
@@ -92,7 +93,7 @@ def _cmd_verify(args) -> int:
     spec = resolve_spec(args)
     if args.workers < 1:
         raise SpecError("workers", f"must be ≥ 1, got {args.workers}")
-    check_executor(args.executor, args.scheduler)
+    check_executor(args.executor, args.scheduler, args.workers)
     # The default folder has no time stamp, so that running the same command again resumes from its
     # cache (runs are keyed by their full spec, so different specs share the folder safely).
     if args.scaling:
