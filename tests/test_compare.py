@@ -143,7 +143,7 @@ def test_compare_command_bad_input(tmp_path, capsys, argv, needle):
     assert needle in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.long  # 54 s of the suite; the study command itself is tested by test_readme_folders
 def test_convergence_study_slopes(rng):
     """d = 30, m = m⋆ = 2, warm start, t ≤ 2. Population GD at lr = 0.02 … 0.0025: fitted slope
     1 ± 0.1. Online SGD at lr = 0.01, B = 1000 … 64000, against population GD at the same lr

@@ -250,7 +250,7 @@ def test_prune_command_bad_input(small_run_dir, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.long  # 34 s; test_prune_command_end_to_end covers the command at a small size
 def test_paper_fig1_default_run_pruning_and_finetuning(tmp_path):
     """The default preset (paper-fig1, t_end = 400): every rule removes the oracle's 20 students;
     oracle pruning then fine-tuning reaches L ≤ 1e-10 with the fitted rate within 10% of 2λ_min.

@@ -160,6 +160,7 @@ def test_gradient_against_finite_differences_of_gauss_hermite():
     assert _rel(gW, fd[1]) < 2e-3
 
 
+@pytest.mark.long  # 36 s; the gradient is checked in CI against finite differences of Gauss–Hermite
 def test_autodiff_gradient_is_the_gradient_of_the_surrogate():
     """The vector field is the exact gradient of L̂: central differences of L̂ along a symmetric
     direction of G agree with ⟨A, direction⟩."""

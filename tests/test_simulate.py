@@ -186,7 +186,7 @@ def test_online_sgd_follows_the_flow_d30(rng):
     assert dev["loss_rel"] < 0.1, dev
 
 
-@pytest.mark.slow
+@pytest.mark.long  # 22 s; the d = 30 version runs in CI
 def test_online_sgd_follows_the_flow_d150(rng):
     """d = 150, m = m⋆ = 2, warm start, batch 4096, lr 0.004, t ≤ 4 (1000 steps): alignments
     within 0.03 of the flow, loss within 15 % (noise scale √(lr·t·σ²/B) ≈ 0.03 with σ² ≈ 300 at
